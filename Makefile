@@ -1,0 +1,41 @@
+# Set-up and checks. Every target installs what it needs: on a fresh Debian
+# machine as root, `make test` and `make demo` work with nothing but Python.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# pyenv keeps each Python apart; list the ones tox may use (3.10 to 3.13) so its shims find them.
+PYENV_PYTHONS := $(shell command -v pyenv >/dev/null 2>&1 && pyenv versions --bare | grep -E '^3\.1[0-3]\.[0-9]+$$' | tr '\n' ':')
+
+.PHONY: test lint tox demo beanstalkd clean
+
+test: $(VENV)/.installed beanstalkd
+	$(BIN)/pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+tox: $(VENV)/.installed beanstalkd
+	PYENV_VERSION="$(PYENV_PYTHONS)$${PYENV_VERSION:-}" $(BIN)/tox
+
+demo: $(VENV)/.installed
+	@$(MAKE) --no-print-directory beanstalkd || echo "demo: could not install beanstalkd; the demo will use memory://"
+	$(BIN)/queue-beanstalk demo
+
+beanstalkd:
+	@command -v beanstalkd >/dev/null 2>&1 || { \
+		echo "installing beanstalkd (Debian package)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq beanstalkd >/dev/null; }
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .tox .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

@@ -1,0 +1,56 @@
+"""queue_beanstalk: a small, thread-safe queue API for Python workers, on beanstalkd.
+
+Example::
+
+    queues = factory("beanstalk://127.0.0.1:11300")
+    jobs = queues.get("jobs")
+    jobs.put(Message("regenerate-apprc", ["myapp"]))
+    message = jobs.get(timeout=5)
+    jobs.delete(message)
+"""
+
+from .backend import Backend, JobStats, Lease, Reserved
+from .backends.beanstalk import BeanstalkBackend
+from .backends.memory import MemoryBackend
+from .codec import Codec, JsonCodec
+from .errors import (
+    DecodeError,
+    HandlerNotRunning,
+    InvalidName,
+    MessageTooBig,
+    NotFound,
+    QueueConnectionError,
+    QueueError,
+    ServerError,
+    Timeout,
+)
+from .message import Message
+from .queue_factory import QueueFactory, factory, register_backend
+from .queues import Queue
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "BeanstalkBackend",
+    "Codec",
+    "DecodeError",
+    "HandlerNotRunning",
+    "InvalidName",
+    "JobStats",
+    "JsonCodec",
+    "Lease",
+    "MemoryBackend",
+    "Message",
+    "MessageTooBig",
+    "NotFound",
+    "Queue",
+    "QueueConnectionError",
+    "QueueError",
+    "QueueFactory",
+    "Reserved",
+    "ServerError",
+    "Timeout",
+    "factory",
+    "register_backend",
+]

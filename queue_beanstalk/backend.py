@@ -1,0 +1,174 @@
+"""The interface every backend implements: move job bodies (bytes) in and out of tubes.
+
+A backend knows nothing of messages or codecs; :class:`~queue_beanstalk.Queue`
+encodes, validates and converts units before calling it, so every argument a
+backend receives is already checked: names are valid tube names, delays and
+time-to-run are whole seconds, priorities are within beanstalkd's bounds.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+from urllib.parse import SplitResult
+
+__all__ = ["Backend", "JobStats", "Lease", "Reserved"]
+
+
+class Lease:
+    """A reservation of one job, good until it is settled (deleted, released or buried).
+
+    Backends subclass it to remember what the reservation is bound to (on
+    beanstalkd, the connection that reserved the job). Thread-safe.
+    """
+
+    __slots__ = ("_lock", "_settled", "job_id", "tube")
+
+    def __init__(self, job_id: int, tube: str) -> None:
+        self.job_id = job_id
+        self.tube = tube
+        self._settled = False
+        self._lock = threading.Lock()
+
+    def claim(self) -> bool:
+        """Mark the lease settled; return False if it already was (by any thread)."""
+        with self._lock:
+            if self._settled:
+                return False
+            self._settled = True
+            return True
+
+    @property
+    def settled(self) -> bool:
+        """Whether delete, release or bury has been issued for this lease."""
+        return self._settled
+
+    def __repr__(self) -> str:
+        return f"queue_beanstalk.Lease(job_id={self.job_id}, tube={self.tube!r})"
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """A job handed out by :meth:`Backend.reserve`."""
+
+    job_id: int
+    body: bytes
+    tube: str
+    lease: Lease
+
+
+@dataclass(frozen=True)
+class JobStats:
+    """What the server knows of a job (beanstalkd's ``stats-job``)."""
+
+    id: int
+    tube: str
+    #: ``"ready"``, ``"delayed"``, ``"reserved"`` or ``"buried"``.
+    state: str
+    priority: int
+    #: Seconds since the job was put.
+    age: int
+    ttr: int
+    reserves: int
+    timeouts: int
+    releases: int
+    buries: int
+    kicks: int
+
+
+class Backend(ABC):
+    """Moves job bodies in and out of named tubes on one server.
+
+    Every method is thread-safe and may block on I/O. Times are whole seconds,
+    except ``reserve``'s timeout, which is a float the backend must not cut
+    short. Reservations are at-least-once: a lease can be lost (its time-to-run
+    runs out, or its connection breaks) and the job handed out again.
+
+    To add a URL scheme, subclass this, implement :meth:`from_url`, and pass
+    the class to :func:`~queue_beanstalk.register_backend`.
+    """
+
+    #: The URL query and keyword options :meth:`from_url` understands.
+    options: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    @abstractmethod
+    def from_url(cls, url: SplitResult, options: Mapping[str, object]) -> Backend:
+        """Return a backend for ``url``, without connecting yet.
+
+        :param url: the parsed URL (scheme, host, port).
+        :param options: only keys from :attr:`options`; values are strings when
+            they came from the URL query.
+        :raises ValueError: for a URL or option value the backend cannot use.
+        """
+
+    @abstractmethod
+    def put(self, tube: str, body: bytes, *, priority: int, delay: int, ttr: int) -> int:
+        """Store a job and return its id.
+
+        :raises MessageTooBig: when ``body`` is over :meth:`max_job_size`.
+        :raises QueueConnectionError: when the server cannot be reached.
+        """
+
+    @abstractmethod
+    def reserve(self, tubes: Sequence[str], timeout: float) -> Reserved:
+        """Reserve the most urgent ready job of ``tubes``, waiting up to ``timeout`` seconds.
+
+        Blocks the calling thread only; other threads' commands go on meanwhile.
+        ``timeout=0`` polls.
+
+        :raises Timeout: when no job became ready in time (never earlier).
+        """
+
+    @abstractmethod
+    def delete(self, lease: Lease) -> None:
+        """Delete a reserved job.
+
+        :raises NotFound: when the job is no longer reserved through ``lease``.
+        """
+
+    @abstractmethod
+    def release(self, lease: Lease, *, priority: int, delay: int) -> None:
+        """Put a reserved job back, ready again after ``delay`` seconds.
+
+        :raises NotFound: when the job is no longer reserved through ``lease``.
+        """
+
+    @abstractmethod
+    def bury(self, lease: Lease, *, priority: int) -> None:
+        """Set a reserved job aside (kept, never handed out until kicked).
+
+        :raises NotFound: when the job is no longer reserved through ``lease``.
+        """
+
+    @abstractmethod
+    def touch(self, lease: Lease) -> None:
+        """Restart a reserved job's time-to-run.
+
+        :raises NotFound: when the job is no longer reserved through ``lease``.
+        """
+
+    @abstractmethod
+    def stats_job(self, job_id: int) -> JobStats:
+        """Return what the server knows of a job.
+
+        :raises NotFound: when the server holds no job with that id.
+        """
+
+    @abstractmethod
+    def kick_job(self, job_id: int) -> None:
+        """Make a buried or delayed job ready.
+
+        :raises NotFound: when the job is neither buried nor delayed.
+        """
+
+    @abstractmethod
+    def max_job_size(self) -> int:
+        """Return the largest body, in bytes, the server accepts."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close every connection; reservations still held go back to the server."""

@@ -1,0 +1,1 @@
+"""The backends shipped with queue_beanstalk: beanstalkd and in-memory."""

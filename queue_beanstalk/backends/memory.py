@@ -1,0 +1,260 @@
+"""An in-memory backend with beanstalkd's contract, for tests and demos (``memory://``).
+
+It keeps beanstalkd's semantics where a user's code could notice them: ready
+jobs go out by priority then id, delays and time-to-run count whole seconds,
+a reservation whose time-to-run runs out makes the job ready again, buried
+jobs stay until kicked, bodies over ``max_job_size`` are refused. State
+belongs to the instance: two factories never share jobs.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from urllib.parse import SplitResult
+
+from ..backend import Backend, JobStats, Lease, Reserved
+from ..errors import MessageTooBig, NotFound, QueueError, Timeout
+from ..limits import check_count, from_text
+
+__all__ = ["MemoryBackend"]
+
+#: beanstalkd's default ``max-job-size``, in bytes.
+DEFAULT_MAX_JOB_SIZE = 65_535
+
+
+class _Job:
+    __slots__ = (
+        "body",
+        "buries",
+        "created",
+        "due",
+        "entry",
+        "id",
+        "kicks",
+        "owner",
+        "priority",
+        "releases",
+        "reserves",
+        "state",
+        "timeouts",
+        "ttr",
+        "tube",
+    )  # fmt: skip
+
+    def __init__(self, job_id: int, tube: str, body: bytes, priority: int, ttr: int) -> None:
+        self.id = job_id
+        self.tube = tube
+        self.body = body
+        self.priority = priority
+        self.ttr = ttr
+        self.state = "ready"
+        self.created = time.monotonic()
+        #: When a delayed job becomes ready, or a reserved job's time-to-run ends.
+        self.due = 0.0
+        self.owner: Lease | None = None
+        #: Bumped on every state change; heap entries with an older value are stale.
+        self.entry = 0
+        self.reserves = self.timeouts = self.releases = self.buries = self.kicks = 0
+
+
+class MemoryBackend(Backend):
+    """Jobs kept in this process's memory; thread-safe; lost when the process ends.
+
+    :param max_job_size: the largest body accepted, in bytes.
+    """
+
+    options = frozenset({"max_job_size"})
+
+    def __init__(self, *, max_job_size: int = DEFAULT_MAX_JOB_SIZE) -> None:
+        self._max_job_size = check_count(max_job_size, "max_job_size", 1)
+        self._changed = threading.Condition()
+        self._jobs: dict[int, _Job] = {}
+        self._ids = itertools.count(1)
+        # Heaps whose items name job.entry: an item is live while the job's entry matches.
+        self._ready: dict[str, list[tuple[int, int, int]]] = {}  # (priority, job id, entry)
+        self._timers: list[tuple[float, int, int]] = []  # (due, entry, job id)
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: SplitResult, options: Mapping[str, object]) -> MemoryBackend:
+        """Return a backend for ``memory://`` (host and path must be empty)."""
+        if url.netloc or url.path not in ("", "/"):
+            raise ValueError(f"a memory:// URL takes no host or path, not {url.geturl()!r}")
+        size = from_text(options.get("max_job_size", DEFAULT_MAX_JOB_SIZE), int, "max_job_size")
+        return cls(max_job_size=check_count(size, "max_job_size", 1))
+
+    def put(self, tube: str, body: bytes, *, priority: int, delay: int, ttr: int) -> int:
+        """Store a job; see :meth:`Backend.put`."""
+        if len(body) > self._max_job_size:
+            raise MessageTooBig(len(body), self._max_job_size)
+        with self._changed:
+            self._check_open()
+            job = _Job(next(self._ids), tube, body, priority, max(ttr, 1))
+            self._jobs[job.id] = job
+            if delay > 0:
+                self._schedule(job, "delayed", time.monotonic() + delay)
+            else:
+                self._make_ready(job)
+            return job.id
+
+    def reserve(self, tubes: Sequence[str], timeout: float) -> Reserved:
+        """Reserve a job; see :meth:`Backend.reserve`."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                self._check_open()
+                now = time.monotonic()
+                self._run_timers(now)
+                job = self._pop_ready(tubes)
+                if job is not None:
+                    lease = Lease(job.id, job.tube)
+                    job.owner = lease
+                    job.reserves += 1
+                    self._schedule(job, "reserved", now + job.ttr)
+                    return Reserved(job.id, job.body, job.tube, lease)
+                if now >= deadline:
+                    raise Timeout(f"no message on {', '.join(tubes)} within {timeout:g}s")
+                wake = deadline if not self._timers else min(deadline, self._timers[0][0])
+                self._changed.wait(wake - now)
+
+    def delete(self, lease: Lease) -> None:
+        """Delete a job; like beanstalkd, a job no one has reserved may be deleted too."""
+        with self._changed:
+            self._run_timers(time.monotonic())
+            job = self._jobs.get(lease.job_id)
+            if job is None or (job.state == "reserved" and job.owner is not lease):
+                raise NotFound(f"job {lease.job_id} is not reserved by this client")
+            job.entry += 1
+            del self._jobs[job.id]
+            self._changed.notify_all()
+
+    def release(self, lease: Lease, *, priority: int, delay: int) -> None:
+        """Release a reserved job; see :meth:`Backend.release`."""
+        with self._changed:
+            job = self._owned(lease)
+            job.priority = priority
+            job.releases += 1
+            job.owner = None
+            if delay > 0:
+                self._schedule(job, "delayed", time.monotonic() + delay)
+            else:
+                self._make_ready(job)
+
+    def bury(self, lease: Lease, *, priority: int) -> None:
+        """Bury a reserved job; see :meth:`Backend.bury`."""
+        with self._changed:
+            job = self._owned(lease)
+            job.priority = priority
+            job.buries += 1
+            job.owner = None
+            job.state = "buried"
+            job.entry += 1
+
+    def touch(self, lease: Lease) -> None:
+        """Restart a reserved job's time-to-run; see :meth:`Backend.touch`."""
+        with self._changed:
+            job = self._owned(lease)
+            self._schedule(job, "reserved", time.monotonic() + job.ttr)
+
+    def stats_job(self, job_id: int) -> JobStats:
+        """Return a job's counters; see :meth:`Backend.stats_job`."""
+        with self._changed:
+            self._run_timers(time.monotonic())
+            job = self._jobs.get(job_id)
+            if job is None:
+                raise NotFound(f"job {job_id} does not exist")
+            return JobStats(
+                id=job.id,
+                tube=job.tube,
+                state=job.state,
+                priority=job.priority,
+                age=int(time.monotonic() - job.created),
+                ttr=job.ttr,
+                reserves=job.reserves,
+                timeouts=job.timeouts,
+                releases=job.releases,
+                buries=job.buries,
+                kicks=job.kicks,
+            )
+
+    def kick_job(self, job_id: int) -> None:
+        """Make a buried or delayed job ready; see :meth:`Backend.kick_job`."""
+        with self._changed:
+            self._run_timers(time.monotonic())
+            job = self._jobs.get(job_id)
+            if job is None or job.state not in ("buried", "delayed"):
+                raise NotFound(f"job {job_id} is neither buried nor delayed")
+            job.kicks += 1
+            self._make_ready(job)
+
+    def max_job_size(self) -> int:
+        """Return the largest body accepted, in bytes."""
+        return self._max_job_size
+
+    def close(self) -> None:
+        """Refuse further use; threads waiting in :meth:`reserve` raise at once."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def __repr__(self) -> str:
+        return f"queue_beanstalk.MemoryBackend(max_job_size={self._max_job_size})"
+
+    # Everything below runs with self._changed held.
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise QueueError("the queue factory is closed")
+
+    def _owned(self, lease: Lease) -> _Job:
+        self._run_timers(time.monotonic())
+        job = self._jobs.get(lease.job_id)
+        if job is None or job.state != "reserved" or job.owner is not lease:
+            raise NotFound(f"job {lease.job_id} is not reserved by this client")
+        return job
+
+    def _make_ready(self, job: _Job) -> None:
+        job.state = "ready"
+        job.entry += 1
+        heapq.heappush(self._ready.setdefault(job.tube, []), (job.priority, job.id, job.entry))
+        self._changed.notify_all()
+
+    def _schedule(self, job: _Job, state: str, due: float) -> None:
+        job.state = state
+        job.due = due
+        job.entry += 1
+        heapq.heappush(self._timers, (due, job.entry, job.id))
+        self._changed.notify_all()
+
+    def _run_timers(self, now: float) -> None:
+        """Make delayed jobs whose delay ended, and reserved jobs whose time-to-run ended, ready."""
+        while self._timers and self._timers[0][0] <= now:
+            _, entry, job_id = heapq.heappop(self._timers)
+            job = self._jobs.get(job_id)
+            if job is None or job.entry != entry:
+                continue
+            if job.state == "reserved":
+                job.timeouts += 1
+                job.owner = None
+            self._make_ready(job)
+
+    def _pop_ready(self, tubes: Sequence[str]) -> _Job | None:
+        """Remove and return the most urgent ready job of ``tubes`` (priority, then id)."""
+        best: list[tuple[int, int, int]] | None = None
+        for tube in tubes:
+            heap = self._ready.get(tube)
+            while heap and self._is_stale(heap[0]):
+                heapq.heappop(heap)
+            if heap and (best is None or heap[0] < best[0]):
+                best = heap
+        if best is None:
+            return None
+        return self._jobs[heapq.heappop(best)[1]]
+
+    def _is_stale(self, item: tuple[int, int, int]) -> bool:
+        job = self._jobs.get(item[1])
+        return job is None or job.entry != item[2]

@@ -1,0 +1,78 @@
+"""Codecs turn a Message into the bytes of a job body and back.
+
+Backends move bytes only; the codec is chosen per factory. The default,
+:class:`JsonCodec`, writes compact UTF-8 JSON that any client can produce and
+read::
+
+    {"action":"regenerate-apprc","args":["myapp"]}
+
+Nothing here uses pickle: a job body is data, never code.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+
+from .message import Message
+
+__all__ = ["Codec", "JsonCodec"]
+
+
+class Codec(ABC):
+    """Turns messages into job bodies and back; implementations must be thread-safe."""
+
+    @abstractmethod
+    def encode(self, message: Message) -> bytes:
+        """Return the job body for ``message``.
+
+        :raises ValueError: when the message cannot be represented.
+        """
+
+    @abstractmethod
+    def decode(self, body: bytes) -> Message:
+        """Return the message a job body holds.
+
+        :raises ValueError: with a specific reason when the body cannot be read;
+            the queue then buries the job and raises ``DecodeError``.
+        """
+
+
+class JsonCodec(Codec):
+    """Compact UTF-8 JSON: ``{"action": str, "args": [str, ...]}``.
+
+    On decoding, ``args`` may be absent (no arguments) and other keys are
+    ignored, so producers may add fields without breaking older consumers.
+    """
+
+    def encode(self, message: Message) -> bytes:
+        """Return ``message`` as compact UTF-8 JSON."""
+        document = {"action": message.action, "args": list(message.args)}
+        text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"message is not valid Unicode text ({exc.reason})") from exc
+
+    def decode(self, body: bytes) -> Message:
+        """Return the message in ``body``; raise ValueError naming what is wrong."""
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"body is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"body is not JSON ({exc.msg} at position {exc.pos})") from exc
+        if not isinstance(document, dict):
+            raise ValueError(f"body is a JSON {type(document).__name__}, not an object")
+        action = document.get("action")
+        if not isinstance(action, str) or not action:
+            raise ValueError('body has no "action" string')
+        args = document.get("args", [])
+        if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
+            raise ValueError('body\'s "args" is not a list of strings')
+        return Message(action, args)
+
+    def __repr__(self) -> str:
+        return "queue_beanstalk.JsonCodec()"

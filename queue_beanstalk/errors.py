@@ -1,0 +1,113 @@
+"""Exceptions raised by queue_beanstalk.
+
+Every exception the library raises on purpose derives from :class:`QueueError`.
+Where a builtin meaning fits, the class derives from that builtin too, so a
+caller may catch either::
+
+    QueueError
+    ├── Timeout                 (also TimeoutError)  get() found no message in time
+    ├── QueueConnectionError    (also ConnectionError) the server could not be
+    │                           reached, or the connection broke or desynchronised
+    ├── InvalidName             (also ValueError)    a queue name the server would refuse
+    ├── MessageTooBig           (also ValueError)    an encoded body over the server's limit
+    ├── NotFound                (also LookupError)   delete/release of a message that is
+    │                           not (or no longer) reserved by us
+    ├── DecodeError             (also ValueError)    a body the codec cannot read; the job
+    │                           was buried, not deleted
+    ├── ServerError                                  the server refused a well-formed
+    │                           command (out of memory, draining, internal error)
+    └── HandlerNotRunning       (also RuntimeError)  Handler.stop() when it is not running
+
+Lower-level exceptions (greenstalk's, ``OSError``, greenstalk's ``AssertionError``)
+are translated where they arise, in the beanstalkd backend, and chained with
+``raise ... from exc``; they never escape the public API.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DecodeError",
+    "HandlerNotRunning",
+    "InvalidName",
+    "MessageTooBig",
+    "NotFound",
+    "QueueConnectionError",
+    "QueueError",
+    "ServerError",
+    "Timeout",
+]
+
+
+class QueueError(Exception):
+    """Root of every exception raised by queue_beanstalk."""
+
+
+class Timeout(QueueError, TimeoutError):
+    """No message became available on the queue within the requested timeout."""
+
+
+class QueueConnectionError(QueueError, ConnectionError):
+    """The server at ``address`` could not be reached, or the connection broke.
+
+    A connection that raised this is closed; the next operation opens a new one.
+    Messages reserved on it went back to the server and will be delivered again.
+    """
+
+    def __init__(self, message: str, address: str) -> None:
+        super().__init__(f"{message} (server {address})")
+        #: The server address, as ``host:port``.
+        self.address = address
+
+
+class InvalidName(QueueError, ValueError):
+    """A queue name beanstalkd would refuse; raised before anything is sent."""
+
+
+class MessageTooBig(QueueError, ValueError):
+    """The encoded message is larger than the server accepts."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"encoded message is {size} bytes; the server accepts at most {limit} "
+            "(beanstalkd's max-job-size, raised with its -z option)"
+        )
+        #: The size of the encoded body, in bytes.
+        self.size = size
+        #: The server's limit (``max-job-size``), in bytes.
+        self.limit = limit
+
+
+class NotFound(QueueError, LookupError):
+    """The message is not reserved by us: never got, already settled, or lost.
+
+    A reservation is lost when its time-to-run runs out or its connection
+    breaks; the server then hands the message out again (at-least-once).
+    """
+
+
+class DecodeError(QueueError, ValueError):
+    """The codec could not read a job's body; the job was buried for inspection."""
+
+    def __init__(self, reason: str, job_id: int, body: bytes, queue: str) -> None:
+        super().__init__(
+            f"job {job_id} on queue {queue!r} could not be decoded and was buried: {reason}"
+        )
+        #: The id of the buried job (``kick-job`` brings it back).
+        self.job_id = job_id
+        #: The raw body, exactly as stored on the server.
+        self.body = body
+        #: The queue the job came from.
+        self.queue = queue
+
+
+class ServerError(QueueError):
+    """The server refused a command for a reason of its own (its reply is kept)."""
+
+    def __init__(self, message: str, reply: str) -> None:
+        super().__init__(f"{message}: server replied {reply}")
+        #: The server's status word, e.g. ``OUT_OF_MEMORY`` or ``DRAINING``.
+        self.reply = reply
+
+
+class HandlerNotRunning(QueueError, RuntimeError):
+    """Handler.stop() was called on a handler that is not running."""

@@ -1,0 +1,79 @@
+"""The Message: an action and its string arguments, plus where it came from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .backend import Lease
+
+__all__ = ["Message"]
+
+
+class Message:
+    """An action to perform and its arguments, e.g. ``Message("regenerate-apprc", ["myapp"])``.
+
+    Two messages are equal when their action and arguments are equal; ``id`` and
+    ``queue`` take no part. A message got from a queue carries its reservation
+    until it is deleted or released; it may be settled from any thread.
+
+    :param action: a non-empty string naming what to do.
+    :param args: the action's arguments, each a string.
+    :raises TypeError: when the action or an argument is not a ``str``, or
+        ``args`` is itself a string or bytes.
+    :raises ValueError: when the action is empty.
+    """
+
+    __slots__ = ("_action", "_args", "_id", "_lease", "_queue")
+
+    def __init__(self, action: str, args: Iterable[str] = ()) -> None:
+        if not isinstance(action, str):
+            raise TypeError(f"action must be a str, not {type(action).__name__}")
+        if not action:
+            raise ValueError("action must not be empty")
+        if isinstance(args, (str, bytes, bytearray)):
+            raise TypeError("args must be a sequence of str, not a single string")
+        args = tuple(args)
+        for index, arg in enumerate(args):
+            if not isinstance(arg, str):
+                raise TypeError(f"args[{index}] must be a str, not {type(arg).__name__}")
+        self._action = action
+        self._args: tuple[str, ...] = args
+        self._id: int | None = None
+        self._queue: str | None = None
+        self._lease: Lease | None = None
+
+    @property
+    def action(self) -> str:
+        """What to do."""
+        return self._action
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        """The action's arguments."""
+        return self._args
+
+    @property
+    def id(self) -> int | None:
+        """The server's job id: None until the message was put or got."""
+        return self._id
+
+    @property
+    def queue(self) -> str | None:
+        """The name of the queue the message was last put on or got from."""
+        return self._queue
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return self._action == other._action and self._args == other._args
+
+    def __hash__(self) -> int:
+        return hash((self._action, self._args))
+
+    def __repr__(self) -> str:
+        return (
+            f"queue_beanstalk.Message(action={self._action!r}, args={self._args!r}, "
+            f"id={self._id!r}, queue={self._queue!r})"
+        )

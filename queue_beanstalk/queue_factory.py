@@ -1,0 +1,181 @@
+"""QueueFactory (tsuru's QFactory), the ``factory()`` URL entry point and the backend registry."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from types import TracebackType
+from urllib.parse import SplitResult, parse_qsl, urlsplit
+
+from .backend import Backend
+from .backends.beanstalk import BeanstalkBackend
+from .backends.memory import MemoryBackend
+from .codec import Codec, JsonCodec
+from .limits import Seconds, check_name, check_priority, check_ttr, from_text
+from .queues import Queue
+
+__all__ = [
+    "DEFAULT_PRIORITY",
+    "DEFAULT_TTR",
+    "DEFAULT_URL",
+    "URL_ENVIRONMENT_VARIABLE",
+    "QueueFactory",
+    "factory",
+    "register_backend",
+]
+
+#: The URL used when ``factory()`` gets none and the environment sets none.
+DEFAULT_URL = "beanstalk://127.0.0.1:11300"
+#: The environment variable ``factory()`` reads when it gets no URL.
+URL_ENVIRONMENT_VARIABLE = "QUEUE_BEANSTALK_URL"
+#: Default time-to-run of a put message, in seconds.
+DEFAULT_TTR = 120
+#: Default priority of a put message: beanstalkd's first non-"urgent" value.
+DEFAULT_PRIORITY = 1024
+
+_CODECS: dict[str, type[Codec]] = {"json": JsonCodec}
+_FACTORY_OPTIONS = frozenset({"codec", "priority", "ttr"})
+_BACKENDS: dict[str, type[Backend]] = {}
+_registry_lock = threading.Lock()
+
+
+class QueueFactory:
+    """Gives queues (and, later, handlers) that share one backend and its defaults.
+
+    Thread-safe. Making a factory or a queue does not connect: connections open
+    on first use, so both can be made while the server is still down. Close it
+    (or use it as a context manager) to close its connections.
+
+    :param backend: where the jobs live.
+    :param codec: turns messages into bytes and back; JSON by default.
+    :param priority: default priority of put messages (0 most urgent).
+    :param ttr: default time-to-run of put messages, in seconds (rounded up).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        codec: Codec | None = None,
+        priority: int = DEFAULT_PRIORITY,
+        ttr: Seconds = DEFAULT_TTR,
+    ) -> None:
+        if codec is not None and not isinstance(codec, Codec):
+            raise TypeError(f"codec must be a Codec, not {type(codec).__name__}")
+        self._backend = backend
+        self._codec = codec if codec is not None else JsonCodec()
+        self._priority = check_priority(priority)
+        self._ttr = check_ttr(ttr)
+
+    @property
+    def backend(self) -> Backend:
+        """The backend the factory's queues use."""
+        return self._backend
+
+    @property
+    def codec(self) -> Codec:
+        """The codec the factory's queues use."""
+        return self._codec
+
+    def get(self, name: str) -> Queue:
+        """Return the queue called ``name`` (no round trip).
+
+        :raises InvalidName: when beanstalkd would refuse ``name`` as a tube name.
+        """
+        return Queue(
+            check_name(name), self._backend, self._codec, priority=self._priority, ttr=self._ttr
+        )
+
+    def close(self) -> None:
+        """Close the backend's connections; messages still held go back to the server."""
+        self._backend.close()
+
+    def __enter__(self) -> QueueFactory:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"queue_beanstalk.QueueFactory(backend={self._backend!r})"
+
+
+def register_backend(scheme: str, backend: type[Backend]) -> None:
+    """Make ``factory()`` build ``backend`` for URLs of ``scheme`` (tsuru's Register).
+
+    :raises TypeError: when ``backend`` is not a :class:`Backend` subclass.
+    """
+    if not (isinstance(backend, type) and issubclass(backend, Backend)):
+        raise TypeError(f"backend must be a Backend subclass, not {backend!r}")
+    with _registry_lock:
+        _BACKENDS[scheme.lower()] = backend
+
+
+register_backend("beanstalk", BeanstalkBackend)
+register_backend("memory", MemoryBackend)
+
+
+def factory(url: str | None = None, **options: object) -> QueueFactory:
+    """Return a QueueFactory for ``url``, without connecting.
+
+    :param url: ``beanstalk://host[:port]`` (port 11300 by default) or
+        ``memory://``, optionally with options as a query
+        (``beanstalk://q:11300?ttr=60&priority=10``). When None, the
+        ``QUEUE_BEANSTALK_URL`` environment variable, else ``beanstalk://127.0.0.1:11300``.
+    :param options: ``ttr`` (seconds), ``priority`` and ``codec`` (a :class:`Codec`
+        or ``"json"``), plus the backend's own (for beanstalk: ``connect_timeout``,
+        ``timeout`` and ``max_idle``; for memory: ``max_job_size``). Keywords win
+        over the URL query.
+    :raises ValueError: for an unknown scheme (the message lists the known ones),
+        an unknown option, or a value out of range.
+    """
+    if url is None:
+        url = os.environ.get(URL_ENVIRONMENT_VARIABLE) or DEFAULT_URL
+    parts = urlsplit(url)
+    with _registry_lock:
+        backend_class = _BACKENDS.get(parts.scheme.lower())
+        known = sorted(_BACKENDS)
+    if backend_class is None:
+        raise ValueError(
+            f"unknown queue URL scheme {parts.scheme!r} in {url!r}; known schemes: "
+            + ", ".join(f"{scheme}://" for scheme in known)
+        )
+    merged = {**_query_options(parts), **options}
+    unknown = set(merged) - _FACTORY_OPTIONS - backend_class.options
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(sorted(unknown))} for {parts.scheme}://; known: "
+            + ", ".join(sorted(_FACTORY_OPTIONS | backend_class.options))
+        )
+    backend_options = {k: v for k, v in merged.items() if k in backend_class.options}
+    return QueueFactory(
+        backend_class.from_url(parts, backend_options),
+        codec=_codec(merged.get("codec")),
+        priority=check_priority(
+            from_text(merged.get("priority", DEFAULT_PRIORITY), int, "priority")
+        ),
+        ttr=check_ttr(from_text(merged.get("ttr", DEFAULT_TTR), float, "ttr")),
+    )
+
+
+def _query_options(parts: SplitResult) -> Mapping[str, object]:
+    options: dict[str, object] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
+        if key in options:
+            raise ValueError(f"option {key!r} is given twice in the URL")
+        options[key] = value
+    return options
+
+
+def _codec(value: object) -> Codec | None:
+    if value is None or isinstance(value, Codec):
+        return value
+    if isinstance(value, str) and value in _CODECS:
+        return _CODECS[value]()
+    raise ValueError(f"codec must be a Codec or one of {', '.join(sorted(_CODECS))}; got {value!r}")

@@ -1,0 +1,172 @@
+"""Queue: put, get, delete and release messages on one named tube (tsuru's Q)."""
+
+from __future__ import annotations
+
+import logging
+
+from .backend import Backend, Lease, Reserved
+from .codec import Codec
+from .errors import DecodeError, NotFound
+from .limits import Seconds, check_priority, check_ttr, to_seconds, whole_seconds
+from .message import Message
+
+__all__ = ["Queue", "decode_reserved"]
+
+logger = logging.getLogger("queue_beanstalk")
+
+
+class Queue:
+    """A named queue (a beanstalkd tube); get one from :meth:`QueueFactory.get`.
+
+    Thread-safe: one Queue may be used from many threads at once, and a message
+    got in one thread may be deleted or released from another. A ``get`` blocked
+    in one thread does not hold up a ``put`` from another.
+
+    Times are seconds (``int``, ``float`` or ``datetime.timedelta``). beanstalkd
+    counts whole seconds, so delays are rounded **up**: ``put(m, delay=0.2)``
+    makes ``m`` available after one second, never at once.
+    """
+
+    __slots__ = ("_backend", "_codec", "_name", "_priority", "_ttr")
+
+    def __init__(self, name: str, backend: Backend, codec: Codec, *, priority: int, ttr: int):
+        self._name = name
+        self._backend = backend
+        self._codec = codec
+        self._priority = priority
+        self._ttr = ttr
+
+    @property
+    def name(self) -> str:
+        """The queue's name (the beanstalkd tube)."""
+        return self._name
+
+    def put(
+        self,
+        message: Message,
+        delay: Seconds = 0,
+        *,
+        priority: int | None = None,
+        ttr: Seconds | None = None,
+    ) -> int:
+        """Store ``message`` and return its job id, also set as ``message.id``.
+
+        Blocks for one round trip to the server.
+
+        :param message: the message to store.
+        :param delay: seconds before the message can be got; rounded up to whole seconds.
+        :param priority: 0 (most urgent) to ``2**32 - 1``; the factory's default if None.
+        :param ttr: seconds a getter may hold the message before the server hands
+            it out again (time-to-run); rounded up; the factory's default if None.
+        :raises TypeError: when ``message`` is not a :class:`Message`.
+        :raises ValueError: for a negative delay, or a priority or ttr out of range.
+        :raises MessageTooBig: when the encoded message is over the server's limit.
+        :raises QueueConnectionError: when the server cannot be reached.
+        """
+        if not isinstance(message, Message):
+            raise TypeError(f"put() takes a Message, not {type(message).__name__}")
+        job_id = self._backend.put(
+            self._name,
+            self._codec.encode(message),
+            priority=self._priority if priority is None else check_priority(priority),
+            delay=whole_seconds(delay, "delay"),
+            ttr=self._ttr if ttr is None else check_ttr(ttr),
+        )
+        message._id = job_id
+        message._queue = self._name
+        return job_id
+
+    def get(self, timeout: Seconds) -> Message:
+        """Reserve the next message, waiting up to ``timeout`` seconds; ``0`` polls.
+
+        Blocks the calling thread only. The message is reserved for its
+        time-to-run: :meth:`delete` it when done, or :meth:`release` it.
+
+        :param timeout: seconds to wait; never gives up earlier, and at most
+            about a second later (beanstalkd waits in whole seconds).
+        :raises Timeout: when no message became available in time.
+        :raises DecodeError: when the body cannot be decoded; that job is buried.
+        :raises ValueError: for a negative timeout.
+        """
+        reserved = self._backend.reserve((self._name,), to_seconds(timeout, "timeout"))
+        return decode_reserved(self._backend, self._codec, reserved, self._priority)
+
+    def delete(self, message: Message) -> None:
+        """Delete a message got from this queue: it is done with.
+
+        :raises NotFound: when the message was not got from this queue, was
+            already deleted, released or buried, or its reservation was lost.
+        """
+        self._backend.delete(self._claim(message))
+
+    def release(self, message: Message, delay: Seconds = 0, *, priority: int | None = None) -> None:
+        """Put a message got from this queue back, to be got again after ``delay`` seconds.
+
+        :param delay: seconds, rounded up to whole seconds.
+        :param priority: the priority it goes back with; the factory's default if None.
+        :raises NotFound: as for :meth:`delete`.
+        """
+        seconds = whole_seconds(delay, "delay")
+        prio = self._priority if priority is None else check_priority(priority)
+        self._backend.release(self._claim(message), priority=prio, delay=seconds)
+
+    def bury(self, message: Message, *, priority: int | None = None) -> None:
+        """Set a message got from this queue aside, kept but not handed out until kicked.
+
+        :raises NotFound: as for :meth:`delete`.
+        """
+        prio = self._priority if priority is None else check_priority(priority)
+        self._backend.bury(self._claim(message), priority=prio)
+
+    def touch(self, message: Message) -> None:
+        """Restart the time-to-run of a message got from this queue and still held.
+
+        :raises NotFound: as for :meth:`delete`.
+        """
+        lease = self._lease(message)
+        if lease.settled:
+            raise NotFound(f"message {message.id} was already settled")
+        self._backend.touch(lease)
+
+    def __repr__(self) -> str:
+        return f"queue_beanstalk.Queue(name={self._name!r}, backend={self._backend!r})"
+
+    def _lease(self, message: Message) -> Lease:
+        if not isinstance(message, Message):
+            raise TypeError(f"expected a Message, not {type(message).__name__}")
+        lease = message._lease
+        if lease is None:
+            raise NotFound("the message was not got from a queue")
+        if lease.tube != self._name:
+            raise NotFound(f"the message was got from queue {lease.tube!r}, not {self._name!r}")
+        return lease
+
+    def _claim(self, message: Message) -> Lease:
+        lease = self._lease(message)
+        if not lease.claim():
+            raise NotFound(f"message {lease.job_id} was already deleted, released or buried")
+        return lease
+
+
+def decode_reserved(backend: Backend, codec: Codec, reserved: Reserved, priority: int) -> Message:
+    """Return the message in a reserved job, or bury the job and raise DecodeError.
+
+    :param priority: the priority to bury an undecodable job with.
+    """
+    try:
+        message = codec.decode(reserved.body)
+    except ValueError as exc:
+        reserved.lease.claim()
+        error = DecodeError(str(exc), reserved.job_id, reserved.body, reserved.tube)
+        try:
+            backend.bury(reserved.lease, priority=priority)
+        except Exception:
+            # The job is not lost: the server hands it out again after its time-to-run.
+            logger.exception("could not bury undecodable job %d", reserved.job_id)
+            raise error from exc
+        logger.warning("%s (body %r)", error, reserved.body[:200])
+        raise error from exc
+    message._id = reserved.job_id
+    message._queue = reserved.tube
+    message._lease = reserved.lease
+    return message

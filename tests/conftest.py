@@ -1,0 +1,119 @@
+"""Fixtures: a real beanstalkd for the whole session, and a factory per backend.
+
+The server comes from testcontainers when a Docker engine answers, else from
+the ``beanstalkd`` binary on a free loopback port. With CI=true a missing
+beanstalkd fails the run instead of skipping the tests that need it.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+
+import greenstalk
+import pytest
+
+from queue_beanstalk import QueueFactory, factory
+from queue_beanstalk.testing import BeanstalkdNotFound, BeanstalkdServer
+
+BACKENDS = ["memory", "beanstalkd"]
+BEANSTALKD_IMAGE = "schickling/beanstalkd:latest"
+
+
+def _docker_answers() -> bool:
+    # docker-py leaks its socket when the engine does not answer; collect it
+    # here, with its ResourceWarning silenced, rather than in some later test.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            import docker
+
+            client = docker.from_env(timeout=3)
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        except Exception:  # noqa: BLE001 - any failure means "no usable engine"
+            return False
+        finally:
+            gc.collect()
+
+
+def _wait_accepting(host: str, port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def beanstalkd_url() -> Iterator[str]:
+    """The URL of a beanstalkd started for this test session."""
+    if _docker_answers():
+        from testcontainers.core.container import DockerContainer
+
+        with DockerContainer(BEANSTALKD_IMAGE).with_exposed_ports(11300) as container:
+            host = container.get_container_host_ip()
+            port = int(container.get_exposed_port(11300))
+            _wait_accepting(host, port)
+            yield f"beanstalk://{host}:{port}"
+        return
+    try:
+        server = BeanstalkdServer()
+    except BeanstalkdNotFound as exc:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI=true and no beanstalkd: {exc}")
+        pytest.skip(str(exc))
+    with server:
+        yield server.url
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_name(request: pytest.FixtureRequest) -> str:
+    """The name of the backend a contract test runs against."""
+    return str(request.param)
+
+
+@pytest.fixture
+def queues(backend_name: str, request: pytest.FixtureRequest) -> Iterator[QueueFactory]:
+    """A QueueFactory on each backend in turn, closed after the test."""
+    url = "memory://" if backend_name == "memory" else request.getfixturevalue("beanstalkd_url")
+    with factory(url) as made:
+        yield made
+
+
+@pytest.fixture
+def tube() -> str:
+    """A queue name no other test uses."""
+    return f"test-{uuid.uuid4().hex[:16]}"
+
+
+RawPut = Callable[[str, bytes], int]
+
+
+@pytest.fixture
+def raw_put(backend_name: str, queues: QueueFactory, request: pytest.FixtureRequest) -> RawPut:
+    """Put a body as another client would: through greenstalk on beanstalkd."""
+    if backend_name == "memory":
+
+        def put_memory(tube: str, body: bytes) -> int:
+            return queues.backend.put(tube, body, priority=0, delay=0, ttr=60)
+
+        return put_memory
+    host, port = request.getfixturevalue("beanstalkd_url").removeprefix("beanstalk://").split(":")
+
+    def put_greenstalk(tube: str, body: bytes) -> int:
+        with greenstalk.Client((host, int(port)), encoding=None, use=tube) as client:
+            return client.put(body, priority=0)
+
+    return put_greenstalk
