@@ -121,6 +121,16 @@ def test_queues_are_isolated(queues: QueueFactory, tube: str) -> None:
     first.delete(got)
 
 
+def test_one_reserve_may_watch_several_tubes(queues: QueueFactory, tube: str) -> None:
+    queues.get(tube + "-b").put(Message("on b"))
+    queues.get(tube + "-a").put(Message("on a"), priority=2000)
+    first = queues.backend.reserve([tube + "-a", tube + "-b"], 1)
+    second = queues.backend.reserve([tube + "-a", tube + "-b"], 1)
+    assert (first.tube, second.tube) == (tube + "-b", tube + "-a")
+    queues.backend.delete(first.lease)
+    queues.backend.delete(second.lease)
+
+
 def test_priority_orders_ready_messages(queues: QueueFactory, tube: str) -> None:
     queue = queues.get(tube)
     queue.put(Message("low"), priority=2000)

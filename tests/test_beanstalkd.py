@@ -1,0 +1,120 @@
+"""What only the beanstalkd backend has: its connections, the server's own limits, restarts."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import greenstalk
+import pytest
+
+from queue_beanstalk import (
+    BeanstalkBackend,
+    Message,
+    MessageTooBig,
+    NotFound,
+    QueueConnectionError,
+    factory,
+)
+from queue_beanstalk.testing import BeanstalkdServer
+
+
+def _counters(url: str) -> dict[str, int]:
+    host, port = url.removeprefix("beanstalk://").split(":")
+    with greenstalk.Client((host, int(port))) as client:
+        stats = client.stats()
+    return {key: int(value) for key, value in stats.items() if key.startswith("cmd-")}
+
+
+@pytest.fixture
+def server() -> Iterator[BeanstalkdServer]:
+    """A beanstalkd of the test's own, free to stop and restart."""
+    with BeanstalkdServer() as started:
+        yield started
+
+
+def test_max_job_size_is_read_from_the_server() -> None:
+    with BeanstalkdServer(max_job_size=1000) as server, factory(server.url) as queues:
+        assert queues.backend.max_job_size() == 1000
+        queue = queues.get("small")
+        with pytest.raises(MessageTooBig) as caught:
+            queue.put(Message("big", ["x" * 1000]))
+        assert caught.value.limit == 1000
+        queue.put(Message("fits", ["x" * 900]))
+
+
+def test_use_and_watch_cost_a_round_trip_only_when_the_tube_changes(
+    beanstalkd_url: str, tube: str
+) -> None:
+    with factory(beanstalkd_url) as queues:
+        queue = queues.get(tube)
+        queue.put(Message("warm-up"))  # also reads max-job-size once
+        queue.delete(queue.get(timeout=1))
+        before = _counters(beanstalkd_url)
+        for _ in range(5):
+            queue.put(Message("same tube"))
+        for _ in range(5):
+            queue.delete(queue.get(timeout=1))
+        after = _counters(beanstalkd_url)
+    delta = {key: after[key] - before[key] for key in after if after[key] != before[key]}
+    assert delta.get("cmd-use", 0) == 0
+    assert delta.get("cmd-watch", 0) == 0
+    assert delta.get("cmd-ignore", 0) == 0
+    assert delta["cmd-put"] == 5
+    assert delta["cmd-reserve-with-timeout"] == 5
+    assert delta["cmd-delete"] == 5
+
+
+def test_connections_disable_nagle(beanstalkd_url: str, tube: str) -> None:
+    with factory(beanstalkd_url) as queues:
+        queues.get(tube).put(Message("x"))
+        backend = queues.backend
+        assert isinstance(backend, BeanstalkBackend)
+        sockets = [conn.sock for conn in backend._open]
+        assert sockets
+        for sock in sockets:
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_a_restarted_server_is_used_again_by_the_same_factory(server: BeanstalkdServer) -> None:
+    with factory(server.url, connect_timeout=1) as queues:
+        queue = queues.get("restart")
+        queue.put(Message("before"))
+        held = queue.get(timeout=1)
+        server.kill()
+        with pytest.raises(QueueConnectionError) as caught:
+            queue.put(Message("while down"))
+        assert f"127.0.0.1:{server.port}" in str(caught.value)
+        server.start()
+        queue.put(Message("after"))
+        got = queue.get(timeout=1)
+        assert got == Message("after")
+        queue.delete(got)
+        # The reservation died with the old server's connection.
+        with pytest.raises(NotFound, match="lost"):
+            queue.delete(held)
+
+
+def test_a_closed_connection_returns_its_reservations_to_the_server(
+    beanstalkd_url: str, tube: str
+) -> None:
+    with factory(beanstalkd_url) as producer:
+        job_id = producer.get(tube).put(Message("x"))
+    consumer = factory(beanstalkd_url)
+    held = consumer.get(tube).get(timeout=1)
+    assert held.id == job_id
+    consumer.close()
+    with factory(beanstalkd_url) as other:
+        again = other.get(tube).get(timeout=1)
+        assert again.id == job_id
+        other.get(tube).delete(again)
+
+
+def test_put_to_a_server_that_is_not_there_fails_fast(server: BeanstalkdServer) -> None:
+    server.stop()
+    with factory(server.url, connect_timeout=1) as queues:
+        started = time.monotonic()
+        with pytest.raises(ConnectionError, match=f"127.0.0.1:{server.port}"):
+            queues.get("nowhere").put(Message("x"))
+        assert time.monotonic() - started < 2
