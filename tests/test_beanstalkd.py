@@ -23,8 +23,8 @@ from queue_beanstalk.testing import BeanstalkdServer
 def _counters(url: str) -> dict[str, int]:
     host, port = url.removeprefix("beanstalk://").split(":")
     with greenstalk.Client((host, int(port))) as client:
-        stats = client.stats()
-    return {key: int(value) for key, value in stats.items() if key.startswith("cmd-")}
+        stats: dict[str, object] = dict(client.stats())
+    return {key: int(str(value)) for key, value in stats.items() if key.startswith("cmd-")}
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from urllib.parse import SplitResult
 
 import greenstalk
 
-from ..backend import Backend, JobStats, Lease, Reserved
+from ..backend import Backend, Consumer, JobStats, Lease, Reserved
 from ..errors import (
     MessageTooBig,
     NotFound,
@@ -51,9 +51,9 @@ logger = logging.getLogger("queue_beanstalk")
 DEFAULT_PORT = 11300
 T = TypeVar("T")
 
-#: What greenstalk and the socket layer can raise. ValueError and AssertionError
-#: come out of greenstalk's parsing of a reply that is not what it expects.
-LOWER_ERRORS = (greenstalk.Error, OSError, AssertionError, ValueError)
+#: What greenstalk and the socket layer can raise. ValueError, LookupError and
+#: AssertionError come out of parsing a reply that is not what was expected.
+LOWER_ERRORS = (greenstalk.Error, OSError, AssertionError, ValueError, LookupError)
 
 _SERVER_REFUSALS = {
     greenstalk.BuriedError: "the server ran out of memory and buried the job",
@@ -89,7 +89,8 @@ def translate(exc: BaseException, address: str) -> QueueError:
         return QueueConnectionError("no reply within the socket timeout", address)
     if isinstance(exc, OSError):
         return QueueConnectionError(f"connection failed: {exc}", address)
-    return QueueConnectionError(f"malformed reply ({type(exc).__name__}: {exc})", address)
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return QueueConnectionError(f"malformed reply ({detail})", address)
 
 
 _REPLY_WORDS = {cls: status.decode("ascii") for status, cls in greenstalk.ERROR_RESPONSES.items()}
@@ -97,6 +98,28 @@ _REPLY_WORDS = {cls: status.decode("ascii") for status, cls in greenstalk.ERROR_
 
 def _reply_word(exc: greenstalk.BeanstalkdError) -> str:
     return _REPLY_WORDS.get(type(exc), type(exc).__name__)
+
+
+def _any(conn: _Connection) -> bool:
+    """Accept any idle connection (for commands that do not depend on the tube)."""
+    return True
+
+
+def _job_stats(stats: greenstalk.StatsJob) -> JobStats:
+    """Return greenstalk's stats-job reply as JobStats (a missing field is a KeyError)."""
+    return JobStats(
+        id=int(stats["id"]),
+        tube=str(stats["tube"]),
+        state=str(stats["state"]),
+        priority=int(stats["pri"]),
+        age=int(stats["age"]),
+        ttr=int(stats["ttr"]),
+        reserves=int(stats["reserves"]),
+        timeouts=int(stats["timeouts"]),
+        releases=int(stats["releases"]),
+        buries=int(stats["buries"]),
+        kicks=int(stats["kicks"]),
+    )
 
 
 def _job(job_id: int) -> greenstalk.Job[bytes]:
@@ -155,7 +178,8 @@ class BeanstalkBackend(Backend):
     ) -> None:
         self._host = host
         self._port = port
-        self.address = f"{host}:{port}"
+        #: The server, as ``host:port`` (``[host]:port`` for an IPv6 address).
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._connect_timeout = positive_seconds(connect_timeout, "connect_timeout")
         self._timeout = positive_seconds(timeout, "timeout")
         self._max_idle = check_count(max_idle, "max_idle", 0)
@@ -211,29 +235,15 @@ class BeanstalkBackend(Backend):
     def reserve(self, tubes: Sequence[str], timeout: float) -> Reserved:
         """Reserve a job; see :meth:`Backend.reserve`."""
         watch = frozenset(tubes)
-        deadline = time.monotonic() + timeout
+        return self._borrow(
+            lambda conn: self._reserve_on(conn, tubes, timeout),
+            lambda conn: conn.watched == watch,
+            reserving=True,
+        )
 
-        def command(conn: _Connection) -> Reserved:
-            self._watch(conn, watch)
-            while True:
-                seconds = math.ceil(max(0.0, deadline - time.monotonic()))
-                conn.sock.settimeout(seconds + self._timeout)
-                try:
-                    job = conn.client.reserve(seconds)
-                except greenstalk.TimedOutError:
-                    if time.monotonic() >= deadline:
-                        raise Timeout(
-                            f"no message on {', '.join(tubes)} within {timeout:g}s"
-                        ) from None
-                    continue
-                finally:
-                    conn.sock.settimeout(self._timeout)
-                break
-            tube = tubes[0] if len(watch) == 1 else str(conn.client.stats_job(job.id)["tube"])
-            conn.leases += 1
-            return Reserved(job.id, job.body, tube, _BeanstalkLease(job.id, tube, conn, self))
-
-        return self._borrow(command, lambda conn: conn.watched == watch, reserving=True)
+    def consumer(self, tubes: Sequence[str]) -> Consumer:
+        """Return a consumer with a connection of its own; see :meth:`Backend.consumer`."""
+        return _BeanstalkConsumer(self, tubes)
 
     def delete(self, lease: Lease) -> None:
         """Delete a reserved job; see :meth:`Backend.delete`."""
@@ -257,31 +267,18 @@ class BeanstalkBackend(Backend):
 
     def stats_job(self, job_id: int) -> JobStats:
         """Return a job's counters; see :meth:`Backend.stats_job`."""
-        stats = self._borrow(lambda conn: conn.client.stats_job(job_id), lambda conn: True)
-        return JobStats(
-            id=int(stats["id"]),
-            tube=str(stats["tube"]),
-            state=str(stats["state"]),
-            priority=int(stats["pri"]),
-            age=int(stats["age"]),
-            ttr=int(stats["ttr"]),
-            reserves=int(stats["reserves"]),
-            timeouts=int(stats["timeouts"]),
-            releases=int(stats["releases"]),
-            buries=int(stats["buries"]),
-            kicks=int(stats["kicks"]),
-        )
+        return self._borrow(lambda conn: _job_stats(conn.client.stats_job(job_id)), _any)
 
     def kick_job(self, job_id: int) -> None:
         """Make a buried or delayed job ready; see :meth:`Backend.kick_job`."""
-        self._borrow(lambda conn: conn.client.kick_job(job_id), lambda conn: True)
+        self._borrow(lambda conn: conn.client.kick_job(job_id), _any)
 
     def max_job_size(self) -> int:
         """Return the server's ``max-job-size`` (asked once, then remembered)."""
         limit = self._max_job_size
         if limit is None:
-            stats = self._borrow(lambda conn: conn.client.stats(), lambda conn: True)
-            limit = self._max_job_size = int(stats["max-job-size"])
+            limit = self._borrow(lambda conn: int(conn.client.stats()["max-job-size"]), _any)
+            self._max_job_size = limit
         return limit
 
     def close(self) -> None:
@@ -399,6 +396,29 @@ class BeanstalkBackend(Backend):
                 if ends:
                     conn.leases -= 1
 
+    def _reserve_on(self, conn: _Connection, tubes: Sequence[str], timeout: float) -> Reserved:
+        """Reserve from ``tubes`` on ``conn``, which is held and has no reservations."""
+        deadline = time.monotonic() + timeout
+        watch = frozenset(tubes)
+        self._watch(conn, watch)
+        while True:
+            seconds = math.ceil(max(0.0, deadline - time.monotonic()))
+            conn.sock.settimeout(seconds + self._timeout)
+            try:
+                job = conn.client.reserve(seconds)
+                break
+            except greenstalk.TimedOutError:
+                # beanstalkd counts whole seconds; never give up before the deadline.
+                if time.monotonic() >= deadline:
+                    raise Timeout(
+                        f"no message on {', '.join(tubes)} within {timeout:g}s"
+                    ) from None
+            finally:
+                conn.sock.settimeout(self._timeout)
+        tube = tubes[0] if len(watch) == 1 else str(conn.client.stats_job(job.id)["tube"])
+        conn.leases += 1
+        return Reserved(job.id, job.body, tube, _BeanstalkLease(job.id, tube, conn, self))
+
     def _watch(self, conn: _Connection, tubes: frozenset[str]) -> None:
         if conn.watched == tubes:
             return
@@ -418,6 +438,9 @@ class BeanstalkBackend(Backend):
                 conn.leases,
                 error,
             )
+        self._forget(conn)
+
+    def _forget(self, conn: _Connection) -> None:
         with self._lock:
             self._open.discard(conn)
         self._shut(conn)
@@ -430,3 +453,57 @@ class BeanstalkBackend(Backend):
         with contextlib.suppress(OSError):
             conn.sock.shutdown(socket.SHUT_RDWR)
         conn.client.close()
+
+
+class _BeanstalkConsumer(Consumer):
+    """A connection of one worker's own; interrupt() shuts its socket mid-reserve."""
+
+    def __init__(self, backend: BeanstalkBackend, tubes: Sequence[str]) -> None:
+        self._backend = backend
+        self._tubes = tuple(tubes)
+        self._conn: _Connection | None = None
+        # Guards _interrupted and _reserving, so interrupt() shuts the socket only
+        # while a reserve is under way, never while the worker holds a job.
+        self._state = threading.Lock()
+        self._interrupted = False
+        self._reserving = False
+
+    def reserve(self, timeout: float) -> Reserved | None:
+        """Reserve a job; see :meth:`Consumer.reserve`."""
+        conn = self._conn
+        if conn is None or conn.broken:
+            conn = self._conn = self._backend._connect()
+        with self._state:
+            if self._interrupted:
+                return None
+            self._reserving = True
+        try:
+            with conn.lock:
+                return self._backend._run(
+                    conn, lambda: self._backend._reserve_on(conn, self._tubes, timeout)
+                )
+        except Timeout:
+            return None
+        except QueueConnectionError:
+            if self._interrupted:
+                return None
+            raise
+        finally:
+            with self._state:
+                self._reserving = False
+
+    def interrupt(self) -> None:
+        """End a blocked reserve at once; see :meth:`Consumer.interrupt`."""
+        with self._state:
+            self._interrupted = True
+            if self._reserving and self._conn is not None:
+                # The connection holds no job while it reserves: closing it loses
+                # nothing, and a job reserved in this very instant goes back.
+                with contextlib.suppress(OSError):
+                    self._conn.sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Close the consumer's connection; see :meth:`Consumer.close`."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._backend._forget(conn)
