@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 from urllib.parse import SplitResult
 
-__all__ = ["Backend", "JobStats", "Lease", "Reserved"]
+__all__ = ["Backend", "Consumer", "JobStats", "Lease", "Reserved"]
 
 
 class Lease:
@@ -79,6 +79,38 @@ class JobStats:
     kicks: int
 
 
+class Consumer(ABC):
+    """One worker's own line to the server, reserving from a fixed set of tubes.
+
+    A handler gives each worker thread a consumer, so a worker's blocked reserve
+    never waits on another's, and :meth:`interrupt` can end it at once. Jobs it
+    reserves are settled through the backend (``backend.delete(lease)``, ...).
+    :meth:`reserve` is for the one thread that owns the consumer; :meth:`interrupt`
+    and :meth:`close` may be called from any thread.
+    """
+
+    @abstractmethod
+    def reserve(self, timeout: float) -> Reserved | None:
+        """Reserve the most urgent ready job, waiting up to ``timeout`` seconds.
+
+        :returns: the job, or None when the timeout passed or the consumer was
+            interrupted (before or during the call).
+        :raises QueueConnectionError: when the server cannot be reached; the next
+            call tries a new connection.
+        """
+
+    @abstractmethod
+    def interrupt(self) -> None:
+        """Make a blocked :meth:`reserve`, and every later one, return None at once.
+
+        Jobs already reserved through this consumer stay reserved.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Let go of the consumer's connection; jobs still reserved go back to the server."""
+
+
 class Backend(ABC):
     """Moves job bodies in and out of named tubes on one server.
 
@@ -122,6 +154,10 @@ class Backend(ABC):
 
         :raises Timeout: when no job became ready in time (never earlier).
         """
+
+    @abstractmethod
+    def consumer(self, tubes: Sequence[str]) -> Consumer:
+        """Return a consumer of its own for ``tubes`` (it connects on first reserve)."""
 
     @abstractmethod
     def delete(self, lease: Lease) -> None:

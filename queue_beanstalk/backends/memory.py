@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from urllib.parse import SplitResult
 
-from ..backend import Backend, JobStats, Lease, Reserved
+from ..backend import Backend, Consumer, JobStats, Lease, Reserved
 from ..errors import MessageTooBig, NotFound, QueueError, Timeout
 from ..limits import check_count, from_text
 
@@ -103,10 +103,25 @@ class MemoryBackend(Backend):
 
     def reserve(self, tubes: Sequence[str], timeout: float) -> Reserved:
         """Reserve a job; see :meth:`Backend.reserve`."""
+        reserved = self._reserve(tubes, timeout, None)
+        if reserved is None:
+            raise Timeout(f"no message on {', '.join(tubes)} within {timeout:g}s")
+        return reserved
+
+    def consumer(self, tubes: Sequence[str]) -> Consumer:
+        """Return a consumer for ``tubes``; see :meth:`Backend.consumer`."""
+        return _MemoryConsumer(self, tubes)
+
+    def _reserve(
+        self, tubes: Sequence[str], timeout: float, consumer: _MemoryConsumer | None
+    ) -> Reserved | None:
+        """Reserve a job, or return None once ``timeout`` passed or ``consumer`` was interrupted."""
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
                 self._check_open()
+                if consumer is not None and consumer.interrupted:
+                    return None
                 now = time.monotonic()
                 self._run_timers(now)
                 job = self._pop_ready(tubes)
@@ -117,7 +132,7 @@ class MemoryBackend(Backend):
                     self._schedule(job, "reserved", now + job.ttr)
                     return Reserved(job.id, job.body, job.tube, lease)
                 if now >= deadline:
-                    raise Timeout(f"no message on {', '.join(tubes)} within {timeout:g}s")
+                    return None
                 wake = deadline if not self._timers else min(deadline, self._timers[0][0])
                 self._changed.wait(wake - now)
 
@@ -258,3 +273,23 @@ class MemoryBackend(Backend):
     def _is_stale(self, item: tuple[int, int, int]) -> bool:
         job = self._jobs.get(item[1])
         return job is None or job.entry != item[2]
+
+
+class _MemoryConsumer(Consumer):
+    def __init__(self, backend: MemoryBackend, tubes: Sequence[str]) -> None:
+        self._backend = backend
+        self._tubes = tuple(tubes)
+        self.interrupted = False
+
+    def reserve(self, timeout: float) -> Reserved | None:
+        """Reserve a job; see :meth:`Consumer.reserve`."""
+        return self._backend._reserve(self._tubes, timeout, self)
+
+    def interrupt(self) -> None:
+        """Wake a blocked reserve; see :meth:`Consumer.interrupt`."""
+        with self._backend._changed:
+            self.interrupted = True
+            self._backend._changed.notify_all()
+
+    def close(self) -> None:
+        """Nothing to let go of: the jobs live in the backend."""
