@@ -101,6 +101,20 @@ class BeanstalkdServer:
         raise RuntimeError(f"beanstalkd did not start: {self._last_error}")
 
     def _wait_ready(self, process: subprocess.Popen[bytes], port: int) -> bool:
+        """Return True once ``process`` accepts on ``port``; else end it and return False."""
+        ready = False
+        try:
+            ready = self._poll_until_accepting(process, port)
+        finally:
+            if not ready:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+                if process.stderr:
+                    process.stderr.close()
+        return ready
+
+    def _poll_until_accepting(self, process: subprocess.Popen[bytes], port: int) -> bool:
         deadline = time.monotonic() + self._ready_timeout
         while time.monotonic() < deadline:
             try:
@@ -116,8 +130,6 @@ class BeanstalkdServer:
             stderr = process.stderr.read() if process.stderr else b""
             self._last_error = stderr.decode(errors="replace").strip() or "it exited"
             return False
-        process.kill()
-        process.wait()
         self._last_error = f"it did not accept connections within {self._ready_timeout}s"
         return False
 

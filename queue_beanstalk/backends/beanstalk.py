@@ -372,6 +372,11 @@ class BeanstalkBackend(Backend):
             if isinstance(error, QueueConnectionError):
                 self._drop(conn, error)
             raise error from exc
+        except BaseException as exc:
+            # Interrupted mid-command (KeyboardInterrupt, say): a reply may be left
+            # unread on the socket, and the next command would read it as its own.
+            self._drop(conn, exc)
+            raise
 
     def _settle(
         self,
@@ -410,9 +415,7 @@ class BeanstalkBackend(Backend):
             except greenstalk.TimedOutError:
                 # beanstalkd counts whole seconds; never give up before the deadline.
                 if time.monotonic() >= deadline:
-                    raise Timeout(
-                        f"no message on {', '.join(tubes)} within {timeout:g}s"
-                    ) from None
+                    raise Timeout(f"no message on {', '.join(tubes)} within {timeout:g}s") from None
             finally:
                 conn.sock.settimeout(self._timeout)
         tube = tubes[0] if len(watch) == 1 else str(conn.client.stats_job(job.id)["tube"])
@@ -429,11 +432,11 @@ class BeanstalkBackend(Backend):
             conn.client.ignore(tube)
         conn.watched = tubes
 
-    def _drop(self, conn: _Connection, error: QueueError) -> None:
+    def _drop(self, conn: _Connection, error: BaseException) -> None:
         if conn.leases:
             logger.warning(
                 "connection to %s lost with %d reserved job(s); the server hands them out "
-                "again: %s",
+                "again: %r",
                 self.address,
                 conn.leases,
                 error,

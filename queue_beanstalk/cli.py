@@ -1,0 +1,139 @@
+"""The ``queue-beanstalk`` command line (also ``python -m queue_beanstalk``).
+
+Usage: ``queue-beanstalk [--version] COMMAND ...``, where COMMAND is
+
+``demo [--url URL] [--messages N]``
+    show messages going through the API on two queues, then a throughput burst.
+
+Exit codes, also module constants::
+
+    EXIT_OK           0    the command succeeded
+    EXIT_ERROR        1    a queue error other than a connection failure (for
+                           example the server refused a command), or the demo
+                           saw the library behave unexpectedly
+    EXIT_USAGE        2    a bad command line (argparse's own code)
+    EXIT_CONNECTION   3    the queue server could not be reached, or the
+                           connection broke
+    EXIT_INTERRUPTED  130  stopped by Ctrl-C (128 + SIGINT, as shells report it)
+
+Queue errors are reported as one line on stderr, without a traceback. Logging
+(to stderr, level INFO) is set up by :func:`main`, never on import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from . import __version__
+from .errors import QueueConnectionError, QueueError
+from .queue_factory import factory
+
+__all__ = [
+    "EXIT_CONNECTION",
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_CONNECTION = 3
+EXIT_INTERRUPTED = 130
+
+PROG = "queue-beanstalk"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_DATE_FORMAT = "%H:%M:%S"
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser; each subcommand sets ``command``, the function that runs it."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="A queue API and message handler for Python workers, on beanstalkd."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    demo = commands.add_parser(
+        "demo",
+        help="show messages going through the API on two queues",
+        description="Put, get, delete, release, delay and bury messages on two queues, "
+        "printing each step, then time a burst of messages.",
+    )
+    demo.add_argument(
+        "--url",
+        type=_queue_url,
+        help="the queue server, e.g. beanstalk://127.0.0.1:11300 or memory:// "
+        "(default: a throwaway beanstalkd, or memory:// when beanstalkd is not installed)",
+    )
+    demo.add_argument(
+        "--messages",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
+        help="how many messages the throughput burst puts, gets and deletes (default: 1000)",
+    )
+    demo.set_defaults(command=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (``sys.argv[1:]`` when None) and return its exit code.
+
+    :param argv: the arguments, without the program name.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        # argparse exits by itself for --help, --version and usage errors; return the
+        # code instead, so that main() always returns and can be called from tests.
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT)
+    command: Command = args.command
+    try:
+        return command(args)
+    except QueueConnectionError as exc:
+        print(f"{PROG}: error: cannot reach the queue server: {exc}", file=sys.stderr)
+        return EXIT_CONNECTION
+    except QueueError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _demo(args: argparse.Namespace) -> int:
+    # Imported here: the demo pulls in the throwaway-server helper, which other commands
+    # do not need.
+    from . import demo
+
+    return EXIT_OK if demo.run(args.url, args.messages, sys.stdout) == 0 else EXIT_ERROR
+
+
+def _queue_url(value: str) -> str:
+    """Return ``value`` if factory() accepts it; it checks the URL without connecting."""
+    try:
+        factory(value).close()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return value
+
+
+def _positive_int(value: str) -> int:
+    """Return ``value`` as an int of at least 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
