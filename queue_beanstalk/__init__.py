@@ -9,7 +9,7 @@ Example::
     jobs.delete(message)
 """
 
-from .backend import Backend, JobStats, Lease, Reserved
+from .backend import Backend, Consumer, JobStats, Lease, Reserved
 from .backends.beanstalk import BeanstalkBackend
 from .backends.memory import MemoryBackend
 from .codec import Codec, JsonCodec
@@ -24,6 +24,7 @@ from .errors import (
     ServerError,
     Timeout,
 )
+from .handler import Bury, Handler, Retry, exponential_backoff
 from .message import Message
 from .queue_factory import QueueFactory, factory, register_backend
 from .queues import Queue
@@ -33,8 +34,11 @@ __version__ = "0.1.0"
 __all__ = [
     "Backend",
     "BeanstalkBackend",
+    "Bury",
     "Codec",
+    "Consumer",
     "DecodeError",
+    "Handler",
     "HandlerNotRunning",
     "InvalidName",
     "JobStats",
@@ -49,8 +53,10 @@ __all__ = [
     "QueueError",
     "QueueFactory",
     "Reserved",
+    "Retry",
     "ServerError",
     "Timeout",
+    "exponential_backoff",
     "factory",
     "register_backend",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
@@ -12,10 +12,21 @@ from .backend import Backend
 from .backends.beanstalk import BeanstalkBackend
 from .backends.memory import MemoryBackend
 from .codec import Codec, JsonCodec
-from .limits import Seconds, check_name, check_priority, check_ttr, from_text
+from .handler import Handler, RetryDelay, exponential_backoff
+from .limits import (
+    Seconds,
+    check_count,
+    check_name,
+    check_priority,
+    check_ttr,
+    from_text,
+    whole_seconds,
+)
+from .message import Message
 from .queues import Queue
 
 __all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_PRIORITY",
     "DEFAULT_TTR",
     "DEFAULT_URL",
@@ -31,6 +42,8 @@ DEFAULT_URL = "beanstalk://127.0.0.1:11300"
 URL_ENVIRONMENT_VARIABLE = "QUEUE_BEANSTALK_URL"
 #: Default time-to-run of a put message, in seconds.
 DEFAULT_TTR = 120
+#: Default number of tries before a handler buries a failing message.
+DEFAULT_MAX_ATTEMPTS = 5
 #: Default priority of a put message: beanstalkd's first non-"urgent" value.
 DEFAULT_PRIORITY = 1024
 
@@ -41,7 +54,7 @@ _registry_lock = threading.Lock()
 
 
 class QueueFactory:
-    """Gives queues (and, later, handlers) that share one backend and its defaults.
+    """Gives queues and handlers that share one backend and its defaults.
 
     Thread-safe. Making a factory or a queue does not connect: connections open
     on first use, so both can be made while the server is still down. Close it
@@ -85,6 +98,49 @@ class QueueFactory:
         """
         return Queue(
             check_name(name), self._backend, self._codec, priority=self._priority, ttr=self._ttr
+        )
+
+    def handler(
+        self,
+        func: Callable[[Message], object],
+        *names: str,
+        concurrency: int = 1,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        retry_delay: RetryDelay = exponential_backoff,
+    ) -> Handler:
+        """Return a handler calling ``func(message)`` for every message on the named queues.
+
+        Nothing runs until :meth:`Handler.start`. See :mod:`queue_beanstalk.handler`
+        for what happens to each message.
+
+        :param func: called with each message, in a worker thread; ``message.queue``
+            names the queue it came from.
+        :param names: the queues to watch (at least one).
+        :param concurrency: worker threads, each with its own connection: at most
+            this many calls run at once, and no more messages are reserved.
+        :param max_attempts: tries before a failing message is buried.
+        :param retry_delay: seconds before a failed message is tried again, or a
+            function of the attempt number (1, 2, ...) giving seconds; by default
+            1, 2, 4 ... seconds, at most 300.
+        :raises TypeError: when ``func`` is not callable.
+        :raises InvalidName: for a queue name beanstalkd would refuse.
+        :raises ValueError: for no names, or a count below 1.
+        """
+        if not callable(func):
+            raise TypeError(f"func must be callable, not {type(func).__name__}")
+        if not names:
+            raise ValueError("handler() needs at least one queue name")
+        if not callable(retry_delay):
+            whole_seconds(retry_delay, "retry_delay")
+        return Handler(
+            func,
+            list(dict.fromkeys(check_name(name) for name in names)),
+            self._backend,
+            self._codec,
+            priority=self._priority,
+            concurrency=check_count(concurrency, "concurrency", 1),
+            max_attempts=check_count(max_attempts, "max_attempts", 1),
+            retry_delay=retry_delay,
         )
 
     def close(self) -> None:

@@ -1,0 +1,389 @@
+"""Handler: call a function for every message that arrives on several queues.
+
+Each of ``concurrency`` worker threads has a consumer (on beanstalkd, a
+connection) of its own and reserves one message at a time, so the handler never
+holds more messages than it can start. What happens to a message:
+
+* the function returns: the message is deleted;
+* it raises :class:`Retry`: released with the delay asked for;
+* it raises :class:`Bury`: buried at once;
+* it raises anything else: the exception is logged with the message, which is
+  released with ``retry_delay(attempt)``, or buried once it has been tried
+  ``max_attempts`` times (the server's ``reserves`` count, so attempts survive a
+  worker's restart);
+* its body cannot be decoded: buried and logged; the handler goes on.
+
+A function that runs past the message's time-to-run keeps its reservation: a
+keeper thread touches it, so the message is not handed to another worker.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+from .backend import Backend, Consumer, Lease, Reserved
+from .codec import Codec
+from .errors import DecodeError, HandlerNotRunning, NotFound, QueueError
+from .limits import Seconds, whole_seconds
+from .message import Message
+from .queues import decode_reserved
+
+__all__ = ["Bury", "Handler", "Retry", "RetryDelay", "exponential_backoff"]
+
+logger = logging.getLogger("queue_beanstalk")
+
+#: ``retry_delay``: seconds, or a function of the attempt number (1, 2, ...) giving seconds.
+RetryDelay = Seconds | Callable[[int], Seconds]
+
+# How long one reserve waits. stop() interrupts it, so this only bounds how long
+# a worker goes without noticing anything else.
+RESERVE_TIMEOUT = 5.0
+# A callback running this long gets its message's time-to-run looked up and kept.
+KEEP_AFTER = 0.5
+
+
+class Retry(Exception):
+    """Raise from a handler function to release the message, to be tried again after ``delay``.
+
+    It does not count as a failure and is not logged as one.
+
+    :param delay: seconds before the message can be got again (rounded up).
+    """
+
+    def __init__(self, delay: Seconds = 0) -> None:
+        super().__init__(f"retry in {delay}s")
+        self.delay = delay
+
+
+class Bury(Exception):
+    """Raise from a handler function to bury the message at once (kept, not retried)."""
+
+
+def exponential_backoff(attempt: int, *, base: float = 1.0, cap: float = 300.0) -> float:
+    """Return the default retry delay: 1, 2, 4, 8 ... seconds, at most ``cap``.
+
+    :param attempt: how many times the message has been tried (1 after the first).
+    """
+    return float(min(cap, base * 2 ** min(attempt - 1, 64)))
+
+
+class Handler:
+    """Calls ``func(message)`` for every message on the named queues, in worker threads.
+
+    Made by :meth:`QueueFactory.handler`. ``start``, ``stop``, ``wait`` and
+    ``running`` may be called from any thread. Worker threads are daemon threads:
+    call ``stop()`` and ``wait()`` before the process exits, or the messages in
+    flight are handed out again after their time-to-run.
+    """
+
+    def __init__(
+        self,
+        func: Callable[[Message], object],
+        names: Sequence[str],
+        backend: Backend,
+        codec: Codec,
+        *,
+        priority: int,
+        concurrency: int,
+        max_attempts: int,
+        retry_delay: RetryDelay,
+    ) -> None:
+        self._func = func
+        self._names = tuple(names)
+        self._backend = backend
+        self._codec = codec
+        self._priority = priority
+        self._concurrency = concurrency
+        self._max_attempts = max_attempts
+        self._retry_delay = retry_delay
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._state = "stopped"  # "running", "stopping", "stopped"; changed under _lock
+        self._workers: list[threading.Thread] = []
+        self._consumers: list[Consumer] = []
+        self._keeper: _Keeper | None = None
+        self._health = _Health(backend)
+
+    @property
+    def running(self) -> bool:
+        """Whether the handler was started and not stopped since."""
+        return self._state == "running"
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """The names of the queues the handler watches."""
+        return self._names
+
+    def start(self) -> None:
+        """Start the worker threads; does nothing when already running.
+
+        Safe to call many times, from many threads at once: one set of workers
+        runs. After ``stop()``, it first waits for the previous workers to end.
+        """
+        with self._lock:
+            if self._state == "running":
+                return
+            if self._state == "stopping":
+                self._join(None)
+            self._stopping.clear()
+            self._keeper = _Keeper(self._backend)
+            self._consumers = [
+                self._backend.consumer(self._names) for _ in range(self._concurrency)
+            ]
+            self._workers = [
+                threading.Thread(
+                    target=self._work,
+                    args=(consumer, self._keeper),
+                    name=f"queue-beanstalk-worker-{number}",
+                    daemon=True,
+                )
+                for number, consumer in enumerate(self._consumers, 1)
+            ]
+            self._state = "running"
+            for worker in self._workers:
+                worker.start()
+        logger.info(
+            "handler started: %d worker(s) on %s", self._concurrency, ", ".join(self._names)
+        )
+
+    def stop(self) -> None:
+        """Ask the workers to stop, and return at once; ``wait()`` blocks until they have.
+
+        No message is taken after this; a pending reserve ends at once; callbacks
+        in flight finish and their messages are settled.
+
+        :raises HandlerNotRunning: when the handler is not running.
+        """
+        with self._lock:
+            if self._state != "running":
+                raise HandlerNotRunning("the handler is not running")
+            self._state = "stopping"
+            self._stopping.set()
+            for consumer in self._consumers:
+                consumer.interrupt()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every worker has ended and every callback in flight has finished.
+
+        :param timeout: seconds to wait at most; None waits as long as it takes.
+        :returns: True when the workers have ended, False when the timeout passed first.
+        """
+        return self._join(timeout)
+
+    def __repr__(self) -> str:
+        return (
+            f"queue_beanstalk.Handler(queues={self._names!r}, "
+            f"concurrency={self._concurrency}, state={self._state!r})"
+        )
+
+    def _join(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for worker in list(self._workers):
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            worker.join(remaining)
+            if worker.is_alive():
+                return False
+        if self._state == "stopping":
+            self._state = "stopped"
+            if self._keeper is not None:
+                self._keeper.close()
+            logger.info("handler stopped")
+        return True
+
+    # Worker threads
+
+    def _work(self, consumer: Consumer, keeper: _Keeper) -> None:
+        try:
+            failures = 0
+            while not self._stopping.is_set():
+                try:
+                    reserved = consumer.reserve(RESERVE_TIMEOUT)
+                except QueueError as exc:
+                    failures += 1
+                    self._health.failed(exc)
+                    self._stopping.wait(_backoff(failures))
+                    continue
+                if failures:
+                    failures = 0
+                    self._health.recovered()
+                if reserved is None:
+                    continue
+                if self._stopping.is_set():
+                    # Reserved as stop() came: hand it back at once, not started.
+                    self._settle(reserved.lease, "release", 0)
+                    break
+                self._handle(reserved, keeper)
+        except BaseException:
+            logger.exception("handler worker crashed")
+            raise
+        finally:
+            consumer.close()
+
+    def _handle(self, reserved: Reserved, keeper: _Keeper) -> None:
+        try:
+            message = decode_reserved(self._backend, self._codec, reserved, self._priority)
+        except DecodeError:
+            return  # buried and logged; nothing is lost
+        lease = reserved.lease
+        with keeper.keep(lease):
+            try:
+                self._func(message)
+            except Retry as request:
+                self._settle(lease, "release", whole_seconds(request.delay, "Retry delay"))
+            except Bury:
+                self._settle(lease, "bury", 0)
+            except BaseException:
+                logger.exception("handler function failed on %r", message)
+                self._fail(lease, message)
+            else:
+                self._settle(lease, "delete", 0)
+
+    def _fail(self, lease: Lease, message: Message) -> None:
+        try:
+            attempts = self._backend.stats_job(lease.job_id).reserves
+        except QueueError:
+            attempts = 1  # the server will tell next time; a release is the safe side
+        if attempts >= self._max_attempts:
+            logger.error("giving up on %r after %d attempt(s): buried", message, attempts)
+            self._settle(lease, "bury", 0)
+            return
+        self._settle(lease, "release", self._delay_for(attempts))
+
+    def _delay_for(self, attempt: int) -> int:
+        delay = self._retry_delay
+        try:
+            return whole_seconds(delay(attempt) if callable(delay) else delay, "retry_delay")
+        except Exception:
+            logger.exception("retry_delay failed for attempt %d; using the default", attempt)
+            return whole_seconds(exponential_backoff(attempt), "retry_delay")
+
+    def _settle(self, lease: Lease, outcome: str, delay: int) -> None:
+        if not lease.claim():
+            return  # the function settled the message itself
+        try:
+            if outcome == "delete":
+                self._backend.delete(lease)
+            elif outcome == "release":
+                self._backend.release(lease, priority=self._priority, delay=delay)
+            else:
+                self._backend.bury(lease, priority=self._priority)
+        except NotFound:
+            logger.warning(
+                "job %d was no longer reserved when it was to be %sd; the server hands it "
+                "out again",
+                lease.job_id,
+                outcome.removesuffix("e"),
+            )
+        except QueueError as exc:
+            logger.warning("could not %s job %d: %s", outcome, lease.job_id, exc)
+
+
+def _backoff(failures: int) -> float:
+    """Return seconds to wait after ``failures`` failures in a row: jittered, at most 10 s."""
+    return float(random.uniform(0.5, 1.0) * min(10.0, 0.1 * 2 ** min(failures, 16)))  # noqa: S311
+
+
+class _Health:
+    """Logs one line when the server is lost and one when it is back, not one per attempt."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._lock = threading.Lock()
+        self._down = False
+
+    def failed(self, exc: QueueError) -> None:
+        with self._lock:
+            if self._down:
+                return
+            self._down = True
+        logger.warning("handler lost the server (%s); retrying with backoff", exc)
+
+    def recovered(self) -> None:
+        with self._lock:
+            if not self._down:
+                return
+            self._down = False
+        logger.warning("handler reached the server again")
+
+
+class _Kept:
+    __slots__ = ("active", "lease", "ttr")
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self.active = True
+        self.ttr: int | None = None
+
+
+class _Keeper:
+    """One thread that touches the messages of callbacks running past their time-to-run.
+
+    A callback that ends within KEEP_AFTER seconds costs nothing: the keeper
+    looks a message up (``stats-job``) only once its callback has run that long.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._changed = threading.Condition()
+        self._due: list[tuple[float, int, _Kept]] = []
+        self._order = itertools.count()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def keep(self, lease: Lease) -> Iterator[None]:
+        """Keep ``lease`` reserved while the ``with`` block runs."""
+        kept = _Kept(lease)
+        with self._changed:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="queue-beanstalk-keeper", daemon=True
+                )
+                self._thread.start()
+            heapq.heappush(self._due, (time.monotonic() + KEEP_AFTER, next(self._order), kept))
+            self._changed.notify()
+        try:
+            yield
+        finally:
+            kept.active = False
+
+    def close(self) -> None:
+        """End the keeper thread."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._closed:
+                    wait = self._due[0][0] - time.monotonic() if self._due else None
+                    if wait is not None and wait <= 0:
+                        break
+                    self._changed.wait(wait)
+                if self._closed:
+                    return
+                _, _, kept = heapq.heappop(self._due)
+            if kept.active and not kept.lease.settled:
+                self._touch(kept)
+
+    def _touch(self, kept: _Kept) -> None:
+        try:
+            if kept.ttr is None:
+                kept.ttr = self._backend.stats_job(kept.lease.job_id).ttr
+            self._backend.touch(kept.lease)
+        except QueueError as exc:
+            if kept.active and not kept.lease.settled:
+                logger.warning("could not keep job %d reserved: %s", kept.lease.job_id, exc)
+            return
+        # Touch again well before the time-to-run, restarted now, runs out.
+        period = max(0.25, kept.ttr / 2 - 0.25)
+        with self._changed:
+            heapq.heappush(self._due, (time.monotonic() + period, next(self._order), kept))
