@@ -2,6 +2,10 @@
 
 Usage: ``queue-beanstalk [--version] COMMAND ...``, where COMMAND is
 
+``worker package.module:function --queue NAME [--queue NAME ...] [--url URL] [--concurrency N]``
+    call the function for every message on the queues until SIGTERM or SIGINT
+    (graceful: callbacks in flight finish); a second signal exits at once.
+
 ``demo [--url URL] [--messages N]``
     show messages going through the API on two queues, then a throughput burst.
 
@@ -14,7 +18,10 @@ Exit codes, also module constants::
     EXIT_USAGE        2    a bad command line (argparse's own code)
     EXIT_CONNECTION   3    the queue server could not be reached, or the
                            connection broke
-    EXIT_INTERRUPTED  130  stopped by Ctrl-C (128 + SIGINT, as shells report it)
+    EXIT_IMPORT       4    worker: the function's module or name cannot be imported
+    EXIT_NOT_CALLABLE 5    worker: what the target names is not callable
+    EXIT_INTERRUPTED  130  stopped by Ctrl-C (128 + SIGINT, as shells report it),
+                           or a worker told twice to stop
 
 Queue errors are reported as one line on stderr, without a traceback. Logging
 (to stderr, level INFO) is set up by :func:`main`, never on import.
@@ -29,12 +36,14 @@ from collections.abc import Callable, Sequence
 
 from . import __version__
 from .errors import QueueConnectionError, QueueError
-from .queue_factory import factory
+from .queue_factory import DEFAULT_MAX_ATTEMPTS, factory
 
 __all__ = [
     "EXIT_CONNECTION",
     "EXIT_ERROR",
+    "EXIT_IMPORT",
     "EXIT_INTERRUPTED",
+    "EXIT_NOT_CALLABLE",
     "EXIT_OK",
     "EXIT_USAGE",
     "build_parser",
@@ -45,6 +54,8 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_CONNECTION = 3
+EXIT_IMPORT = 4
+EXIT_NOT_CALLABLE = 5
 EXIT_INTERRUPTED = 130
 
 PROG = "queue-beanstalk"
@@ -61,6 +72,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    worker = commands.add_parser(
+        "worker",
+        help="call a function for every message on some queues, until SIGTERM",
+        description="Run a handler calling FUNCTION for every message on the queues. "
+        "SIGTERM or Ctrl-C stops it gracefully; a second one exits at once.",
+    )
+    worker.add_argument("target", metavar="package.module:function")
+    worker.add_argument(
+        "--queue", dest="queues", action="append", required=True, metavar="NAME",
+        help="a queue to watch; repeat for several",
+    )  # fmt: skip
+    worker.add_argument(
+        "--url",
+        type=_queue_url,
+        help="the queue server (default: $QUEUE_BEANSTALK_URL, else beanstalk://127.0.0.1:11300)",
+    )
+    worker.add_argument(
+        "--concurrency", type=_positive_int, default=1, metavar="N",
+        help="callbacks run at once, each worker with its own connection (default: 1)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--max-attempts", type=_positive_int, default=DEFAULT_MAX_ATTEMPTS, metavar="N",
+        help=f"tries before a failing message is buried (default: {DEFAULT_MAX_ATTEMPTS})",
+    )  # fmt: skip
+    worker.set_defaults(command=_worker)
 
     demo = commands.add_parser(
         "demo",
@@ -117,6 +154,25 @@ def _demo(args: argparse.Namespace) -> int:
     from . import demo
 
     return EXIT_OK if demo.run(args.url, args.messages, sys.stdout) == 0 else EXIT_ERROR
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from . import worker
+
+    try:
+        func = worker.resolve(args.target)
+    except worker.TargetError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_NOT_CALLABLE if exc.not_callable else EXIT_IMPORT
+    with factory(args.url) as queues:
+        return worker.run(
+            queues,
+            func,
+            args.queues,
+            concurrency=args.concurrency,
+            max_attempts=args.max_attempts,
+            forced_exit=EXIT_INTERRUPTED,
+        )
 
 
 def _queue_url(value: str) -> str:

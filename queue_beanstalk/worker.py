@@ -1,0 +1,116 @@
+"""The worker command: run a handler for a function until SIGTERM or SIGINT.
+
+``queue-beanstalk worker package.module:function --queue NAME ...`` imports the
+function, checks that the server answers, and runs a handler. The first SIGTERM
+or SIGINT stops it gracefully: no new message is taken, callbacks in flight
+finish and their messages are settled, and the process exits 0. A second
+signal exits at once: the connections are closed, so the server hands the
+messages still held out again.
+
+Signal handlers only record the signal; the main thread does the rest.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+from .message import Message
+from .queue_factory import QueueFactory
+
+__all__ = ["TargetError", "resolve", "run"]
+
+logger = logging.getLogger("queue_beanstalk")
+
+
+class TargetError(Exception):
+    """The function to run cannot be had; ``not_callable`` tells which way it failed."""
+
+    def __init__(self, message: str, *, not_callable: bool = False) -> None:
+        super().__init__(message)
+        self.not_callable = not_callable
+
+
+def resolve(target: str) -> Callable[[Message], object]:
+    """Import ``package.module:function`` (the function may be dotted: ``mod:Class.method``).
+
+    :raises TargetError: when the module cannot be imported, the name is not in
+        it, or what it names is not callable.
+    """
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise TargetError(f"expected package.module:function, not {target!r}")
+    try:
+        found: object = importlib.import_module(module_name)
+    except Exception as exc:  # any failure to import is reported as such
+        raise TargetError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from exc
+    for part in attribute.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise TargetError(f"{module_name!r} has no attribute {attribute!r}") from None
+    if not callable(found):
+        raise TargetError(
+            f"{target!r} is a {type(found).__name__}, not a function", not_callable=True
+        )
+    return found
+
+
+class _Signals:
+    """Counts SIGTERM and SIGINT; the handlers only set state."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.changed = threading.Event()
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.received += 1
+        self.changed.set()
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self)
+        signal.signal(signal.SIGINT, self)
+
+
+def run(
+    queues: QueueFactory,
+    func: Callable[[Message], object],
+    names: Sequence[str],
+    *,
+    concurrency: int,
+    max_attempts: int,
+    forced_exit: int,
+) -> int:
+    """Run a handler until signalled; return 0 after a graceful stop.
+
+    A second signal ends the process at once with ``forced_exit``.
+
+    :raises QueueConnectionError: when the server does not answer at start.
+    """
+    handler = queues.handler(func, *names, concurrency=concurrency, max_attempts=max_attempts)
+    queues.backend.max_job_size()  # one round trip: fail now if the server is not there
+    signals = _Signals()
+    signals.install()
+    handler.start()
+    logger.info("worker running (pid %d); SIGTERM or Ctrl-C stops it", os.getpid())
+    while signals.received == 0:
+        signals.changed.wait()
+    signals.changed.clear()
+    logger.info("stopping: waiting for callbacks in flight; a second signal exits at once")
+    handler.stop()
+    while not handler.wait(0.1):
+        if signals.received > 1:
+            logger.warning("second signal: exiting now; messages in flight go back to the server")
+            queues.close()
+            logging.shutdown()
+            sys.stderr.flush()
+            os._exit(forced_exit)
+    queues.close()
+    logger.info("worker stopped")
+    return 0
