@@ -286,8 +286,8 @@ class Handler:
 
 
 def _backoff(failures: int) -> float:
-    """Return seconds to wait after ``failures`` failures in a row: jittered, at most 10 s."""
-    return float(random.uniform(0.5, 1.0) * min(10.0, 0.1 * 2 ** min(failures, 16)))  # noqa: S311
+    """Return seconds to wait after ``failures`` failures in a row: jittered, at most 5 s."""
+    return float(random.uniform(0.5, 1.0) * min(5.0, 0.1 * 2 ** min(failures, 16)))  # noqa: S311
 
 
 class _Health:

@@ -22,8 +22,11 @@ Errors
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
+import random
+import select
 import socket
 import threading
 import time
@@ -42,7 +45,7 @@ from ..errors import (
     ServerError,
     Timeout,
 )
-from ..limits import Seconds, check_count, from_text, positive_seconds
+from ..limits import Seconds, check_count, from_text, positive_seconds, to_seconds
 
 __all__ = ["DEFAULT_PORT", "BeanstalkBackend", "translate"]
 
@@ -98,6 +101,18 @@ _REPLY_WORDS = {cls: status.decode("ascii") for status, cls in greenstalk.ERROR_
 
 def _reply_word(exc: greenstalk.BeanstalkdError) -> str:
     return _REPLY_WORDS.get(type(exc), type(exc).__name__)
+
+
+def _has_input(sock: socket.socket) -> bool:
+    """Return whether an idle connection has something to read.
+
+    Between commands beanstalkd sends nothing, so input on an idle connection
+    is the end of the stream (the server restarted or went away), a reset, or
+    stray bytes: the connection is stale, and using it would fail or desynchronise.
+    """
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _any(conn: _Connection) -> bool:
@@ -163,9 +178,13 @@ class BeanstalkBackend(Backend):
         its own timeout plus this much.
     :param max_idle: idle connections kept open for reuse (connections holding
         reservations are always kept).
+    :param retry_for: seconds during which ``put`` (and the other commands that
+        hold no reservation, but not a reserve) are tried again, with jittered
+        backoff, after a connection failure; 0 raises at once. A put retried
+        after a failure mid-command may be stored twice (at-least-once).
     """
 
-    options = frozenset({"connect_timeout", "timeout", "max_idle"})
+    options = frozenset({"connect_timeout", "timeout", "max_idle", "retry_for"})
 
     def __init__(
         self,
@@ -175,6 +194,7 @@ class BeanstalkBackend(Backend):
         connect_timeout: Seconds = 5.0,
         timeout: Seconds = 10.0,
         max_idle: int = 16,
+        retry_for: Seconds = 0,
     ) -> None:
         self._host = host
         self._port = port
@@ -183,6 +203,7 @@ class BeanstalkBackend(Backend):
         self._connect_timeout = positive_seconds(connect_timeout, "connect_timeout")
         self._timeout = positive_seconds(timeout, "timeout")
         self._max_idle = check_count(max_idle, "max_idle", 0)
+        self._retry_for = to_seconds(retry_for, "retry_for")
         self._lock = threading.Lock()
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
@@ -210,6 +231,9 @@ class BeanstalkBackend(Backend):
             ),
             max_idle=check_count(
                 from_text(options.get("max_idle", 16), int, "max_idle"), "max_idle", 0
+            ),
+            retry_for=to_seconds(
+                from_text(options.get("retry_for", 0), float, "retry_for"), "retry_for"
             ),
         )
 
@@ -303,29 +327,52 @@ class BeanstalkBackend(Backend):
         *,
         reserving: bool = False,
     ) -> T:
-        """Run ``command`` on an idle connection, preferring one that ``fits``."""
-        conn = self._checkout(fits, reserving)
-        try:
-            return self._run(conn, lambda: command(conn))
-        finally:
-            conn.lock.release()
-            self._checkin(conn)
+        """Run ``command`` on an idle connection, preferring one that ``fits``.
+
+        Connection failures are retried for ``retry_for`` seconds, except for a
+        reserve, whose caller owns its own timeout.
+        """
+        give_up = time.monotonic() + (0.0 if reserving else self._retry_for)
+        failures = 0
+        while True:
+            try:
+                conn = self._checkout(fits, reserving)
+                try:
+                    return self._run(conn, functools.partial(command, conn))
+                finally:
+                    conn.lock.release()
+                    self._checkin(conn)
+            except QueueConnectionError:
+                failures += 1
+                pause = random.uniform(0.5, 1.0) * min(1.0, 0.05 * 2**failures)  # noqa: S311
+                if time.monotonic() + pause > give_up:
+                    raise
+                time.sleep(pause)
 
     def _checkout(self, fits: Callable[[_Connection], bool], reserving: bool) -> _Connection:
         chosen: _Connection | None = None
+        stale: list[_Connection] = []
         with self._lock:
             if self._closed:
                 raise QueueError("the queue factory is closed")
             for conn in reversed(self._idle):
                 if reserving and conn.leases:
                     continue
+                if not conn.leases and _has_input(conn.sock):
+                    stale.append(conn)
+                    continue
                 if fits(conn):
                     chosen = conn
                     break
                 if chosen is None:
                     chosen = conn
+            for conn in stale:
+                self._idle.remove(conn)
+                self._open.discard(conn)
             if chosen is not None:
                 self._idle.remove(chosen)
+        for conn in stale:
+            self._shut(conn)
         if chosen is None:
             chosen = self._connect()
         chosen.lock.acquire()
