@@ -7,7 +7,8 @@ Usage: ``queue-beanstalk [--version] COMMAND ...``, where COMMAND is
     (graceful: callbacks in flight finish); a second signal exits at once.
 
 ``demo [--url URL] [--messages N]``
-    show messages going through the API on two queues, then a throughput burst.
+    show the Queue API, then a handler with several workers handling messages
+    on two queues (delayed, retried, one buried), then a throughput burst.
 
 Exit codes, also module constants::
 
@@ -101,9 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="show messages going through the API on two queues",
-        description="Put, get, delete, release, delay and bury messages on two queues, "
-        "printing each step, then time a burst of messages.",
+        help="show a handler at work on two queues, then time a burst of messages",
+        description="Use the Queue API by hand, then run a handler with 4 workers while a "
+        "producer puts messages on two queues: delayed ones, failing ones that are retried, "
+        "one that ends buried. Prints progress, checks on the server where each message "
+        "went, then times a burst of no-op messages through a handler.",
     )
     demo.add_argument(
         "--url",
@@ -116,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=1000,
         metavar="N",
-        help="how many messages the throughput burst puts, gets and deletes (default: 1000)",
+        help="no-op messages the throughput burst puts through a handler (default: 1000)",
     )
     demo.set_defaults(command=_demo)
     return parser

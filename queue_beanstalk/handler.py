@@ -9,8 +9,9 @@ holds more messages than it can start. What happens to a message:
 * it raises :class:`Bury`: buried at once;
 * it raises anything else: the exception is logged with the message, which is
   released with ``retry_delay(attempt)``, or buried once it has been tried
-  ``max_attempts`` times (the server's ``reserves`` count, so attempts survive a
-  worker's restart);
+  ``max_attempts`` times. Tries are the server's ``reserves`` count, so they
+  survive a worker's restart, and every hand-out counts: a :class:`Retry`, a
+  time-to-run expiry or a worker's death uses one up too;
 * its body cannot be decoded: buried and logged; the handler goes on.
 
 A function that runs past the message's time-to-run keeps its reservation: a
@@ -52,7 +53,10 @@ KEEP_AFTER = 0.5
 class Retry(Exception):
     """Raise from a handler function to release the message, to be tried again after ``delay``.
 
-    It does not count as a failure and is not logged as one.
+    It is not an error: nothing is logged and no backoff applies. The call still
+    counts as one of the message's ``max_attempts`` tries (the server counts
+    every reserve), so a message that keeps asking for retries is eventually
+    buried by its next failure.
 
     :param delay: seconds before the message can be got again (rounded up).
     """

@@ -222,6 +222,25 @@ def test_retry_releases_with_its_delay_without_counting_as_a_failure(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+def test_a_retry_is_a_try_toward_max_attempts(
+    queues: QueueFactory, tube: str, stopping: list[Handler]
+) -> None:
+    calls: list[int] = []
+
+    def retry_twice_then_fail(message: Message) -> None:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise Retry(0)
+        raise RuntimeError("third try fails")
+
+    handler = queues.handler(retry_twice_then_fail, tube, max_attempts=3, retry_delay=0)
+    stopping.append(handler)
+    job_id = queues.get(tube).put(Message("patient"))
+    handler.start()
+    _eventually(lambda: queues.backend.stats_job(job_id).state == "buried")
+    assert len(calls) == 3
+
+
 def test_bury_buries_at_once(queues: QueueFactory, tube: str, stopping: list[Handler]) -> None:
     calls: list[Message] = []
 
