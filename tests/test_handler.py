@@ -278,13 +278,16 @@ def test_a_callback_running_past_its_ttr_keeps_the_message(queues: QueueFactory,
     assert _gone(queues, job_id)
 
 
+@pytest.mark.parametrize(
+    "body", [b"\x00 not json", b"\xc3\x28 not utf-8", b'{"action": ["wrong", "shape"]}']
+)
 def test_an_undecodable_body_is_buried_and_the_next_message_handled(
-    queues: QueueFactory, tube: str, raw_put: RawPut, stopping: list[Handler]
+    queues: QueueFactory, tube: str, raw_put: RawPut, stopping: list[Handler], body: bytes
 ) -> None:
     handled: list[Message] = []
     handler = queues.handler(handled.append, tube)
     stopping.append(handler)
-    bad_id = raw_put(tube, b"\x00 not json")
+    bad_id = raw_put(tube, body)
     queues.get(tube).put(Message("good"))
     handler.start()
     _eventually(lambda: len(handled) == 1)
