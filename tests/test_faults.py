@@ -21,19 +21,12 @@ import pytest
 
 from queue_beanstalk import (
     Message,
-    NotFound,
     QueueConnectionError,
-    QueueFactory,
     factory,
 )
 from queue_beanstalk.testing import BeanstalkdServer, free_port
 
-
-def _eventually(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
+from .support import eventually, gone
 
 
 @pytest.fixture
@@ -91,10 +84,10 @@ def test_a_handler_started_before_the_server_exists_begins_once_it_is_up(
         handler = queues.handler(handled.append, "early", concurrency=2)
         handler.start()
         try:
-            _eventually(lambda: "lost the server" in caplog.text)
+            eventually(lambda: "lost the server" in caplog.text)
             with BeanstalkdServer(port=port):
                 queues.get("early").put(Message("hello"))
-                _eventually(lambda: handled == [Message("hello")])
+                eventually(lambda: handled == [Message("hello")])
                 assert "reached the server again" in caplog.text
         finally:
             handler.stop()
@@ -112,13 +105,13 @@ def test_an_outage_of_five_seconds_logs_a_handful_of_lines(
         handler.start()
         try:
             queues.get("outage").put(Message("before"))
-            _eventually(lambda: len(handled) == 1)
+            eventually(lambda: len(handled) == 1)
             caplog.clear()
             server.kill()
             time.sleep(5)  # the outage itself
             server.start()
             queues.get("outage").put(Message("after"))
-            _eventually(lambda: len(handled) == 2)
+            eventually(lambda: len(handled) == 2)
         finally:
             handler.stop()
             assert handler.wait(10)
@@ -158,7 +151,7 @@ def test_kill_and_restart_with_a_binlog_loses_no_acknowledged_message(
 
         producer = threading.Thread(target=produce)
         producer.start()
-        _eventually(lambda: len(acknowledged) >= total // 3)
+        eventually(lambda: len(acknowledged) >= total // 3)
         with lock:
             waiting = len(acknowledged) - len(handled)
         assert waiting > 10, "the kill must find jobs waiting on the server"
@@ -167,7 +160,7 @@ def test_kill_and_restart_with_a_binlog_loses_no_acknowledged_message(
         producer.join(60)
         assert not producer.is_alive()
         try:
-            _eventually(lambda: all(handled[n] for n in acknowledged), timeout=60)
+            eventually(lambda: all(handled[n] for n in acknowledged), timeout=60)
         finally:
             handler.stop()
             assert handler.wait(10)
@@ -214,24 +207,16 @@ def test_a_worker_killed_mid_callback_leaves_the_message_to_another(
         first = _worker(tmp_path, beanstalkd_url, tube)
         second: subprocess.Popen[bytes] | None = None
         try:
-            _eventually(lambda: log.exists() and f"started {job_id} {first.pid}" in log.read_text())
+            eventually(lambda: log.exists() and f"started {job_id} {first.pid}" in log.read_text())
             os.kill(first.pid, signal.SIGKILL)
             first.wait(10)
             (tmp_path / "block").unlink()
             second = _worker(tmp_path, beanstalkd_url, tube)
-            _eventually(lambda: f"finished {job_id} {second.pid}" in log.read_text())
-            _eventually(lambda: _gone(queues, job_id))
+            eventually(lambda: f"finished {job_id} {second.pid}" in log.read_text())
+            eventually(lambda: gone(queues, job_id))
         finally:
             for process in (first, second):
                 if process is not None and process.poll() is None:
                     process.send_signal(signal.SIGTERM)
                     process.wait(10)
     assert f"finished {job_id} {first.pid}" not in log.read_text()
-
-
-def _gone(queues: QueueFactory, job_id: int) -> bool:
-    try:
-        queues.backend.stats_job(job_id)
-    except NotFound:
-        return True
-    return False

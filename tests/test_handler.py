@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -23,13 +23,7 @@ from queue_beanstalk import (
 )
 
 from .conftest import RawPut
-
-
-def _eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
+from .support import eventually, gone
 
 
 def _workers() -> list[threading.Thread]:
@@ -106,7 +100,7 @@ def test_start_from_many_threads_starts_one_set_of_workers(
     queue = queues.get(tube)
     for number in range(40):
         queue.put(Message("n", [str(number)]))
-    _eventually(lambda: sum(handled.values()) >= 40)
+    eventually(lambda: sum(handled.values()) >= 40)
     handler.stop()
     assert handler.wait(5)
     assert handled == Counter({str(number): 1 for number in range(40)})
@@ -146,7 +140,7 @@ def test_a_failing_message_is_tried_max_attempts_times_then_buried(
     stopping.append(handler)
     job_id = queues.get(tube).put(Message("doomed"))
     handler.start()
-    _eventually(lambda: queues.backend.stats_job(job_id).state == "buried")
+    eventually(lambda: queues.backend.stats_job(job_id).state == "buried")
     stats = queues.backend.stats_job(job_id)
     assert (stats.reserves, stats.releases, stats.buries) == (3, 2, 1)
     assert len(calls) == 3
@@ -176,7 +170,7 @@ def test_a_failing_message_waits_retry_delay_between_attempts(
     stopping.append(handler)
     queues.get(tube).put(Message("flaky"))
     handler.start()
-    _eventually(lambda: len(calls) == 2)
+    eventually(lambda: len(calls) == 2)
     assert calls[1] - calls[0] >= 1.0
     assert attempts_seen == [1]
 
@@ -198,7 +192,7 @@ def test_one_failing_callback_does_not_stop_the_others(
     for number in range(3):
         queue.put(Message("good", [str(number)]))
     handler.start()
-    _eventually(lambda: len(done) == 3)
+    eventually(lambda: len(done) == 3)
     assert handler.running
 
 
@@ -216,9 +210,9 @@ def test_retry_releases_with_its_delay_without_counting_as_a_failure(
     stopping.append(handler)
     job_id = queues.get(tube).put(Message("later"))
     handler.start()
-    _eventually(lambda: len(calls) == 2)
+    eventually(lambda: len(calls) == 2)
     assert calls[1] - calls[0] >= 1.0
-    _eventually(lambda: _gone(queues, job_id))
+    eventually(lambda: gone(queues, job_id))
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
@@ -237,7 +231,7 @@ def test_a_retry_is_a_try_toward_max_attempts(
     stopping.append(handler)
     job_id = queues.get(tube).put(Message("patient"))
     handler.start()
-    _eventually(lambda: queues.backend.stats_job(job_id).state == "buried")
+    eventually(lambda: queues.backend.stats_job(job_id).state == "buried")
     assert len(calls) == 3
 
 
@@ -252,7 +246,7 @@ def test_bury_buries_at_once(queues: QueueFactory, tube: str, stopping: list[Han
     stopping.append(handler)
     job_id = queues.get(tube).put(Message("bury-me"))
     handler.start()
-    _eventually(lambda: queues.backend.stats_job(job_id).state == "buried")
+    eventually(lambda: queues.backend.stats_job(job_id).state == "buried")
     assert queues.backend.stats_job(job_id).buries == 1
     assert len(calls) == 1
 
@@ -275,7 +269,7 @@ def test_a_callback_running_past_its_ttr_keeps_the_message(queues: QueueFactory,
     handler.stop()
     assert handler.wait(5)
     assert calls == [job_id]
-    assert _gone(queues, job_id)
+    assert gone(queues, job_id)
 
 
 @pytest.mark.parametrize(
@@ -290,7 +284,7 @@ def test_an_undecodable_body_is_buried_and_the_next_message_handled(
     bad_id = raw_put(tube, body)
     queues.get(tube).put(Message("good"))
     handler.start()
-    _eventually(lambda: len(handled) == 1)
+    eventually(lambda: len(handled) == 1)
     assert handled == [Message("good")]
     assert queues.backend.stats_job(bad_id).state == "buried"
 
@@ -316,7 +310,7 @@ def test_concurrency_runs_that_many_callbacks_at_once_and_never_more(
     for _ in range(9):
         queue.put(Message("busy"))
     handler.start()
-    _eventually(lambda: done[0] == 9)
+    eventually(lambda: done[0] == 9)
     assert peak[0] == 3
 
 
@@ -327,7 +321,7 @@ def test_a_stopped_handler_starts_again(queues: QueueFactory, tube: str) -> None
     for round_number in range(2):
         queue.put(Message("round", [str(round_number)]))
         handler.start()
-        _eventually(lambda: len(handled) == round_number + 1)  # noqa: B023
+        eventually(lambda: len(handled) == round_number + 1)  # noqa: B023
         handler.stop()
         assert handler.wait(5)
     assert [message.args for message in handled] == [("0",), ("1",)]
@@ -348,7 +342,7 @@ def test_message_queue_names_where_it_came_from(
     queues.get(tube + "-a").put(Message("on-a"))
     queues.get(tube + "-b").put(Message("on-b"))
     handler.start()
-    _eventually(lambda: len(handled) == 2)
+    eventually(lambda: len(handled) == 2)
     assert sorted(handled) == [(tube + "-a", "on-a"), (tube + "-b", "on-b")]
 
 
@@ -367,7 +361,7 @@ def test_a_callback_may_settle_its_message_itself(
     stopping.append(handler)
     job_id = queue.put(Message("self-settled"))
     handler.start()
-    _eventually(lambda: len(handled) == 2 and _gone(queues, job_id))
+    eventually(lambda: len(handled) == 2 and gone(queues, job_id))
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
@@ -389,11 +383,3 @@ def test_handler_arguments_are_checked(queues: QueueFactory, tube: str) -> None:
 def test_default_backoff_doubles_up_to_a_cap() -> None:
     assert [exponential_backoff(n) for n in (1, 2, 3, 4)] == [1, 2, 4, 8]
     assert exponential_backoff(100) == 300
-
-
-def _gone(queues: QueueFactory, job_id: int) -> bool:
-    try:
-        queues.backend.stats_job(job_id)
-    except NotFound:
-        return True
-    return False
