@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 from urllib.parse import SplitResult
 
+from .errors import NotFound, PutManyError, QueueError
+
 __all__ = ["Backend", "Consumer", "JobStats", "Lease", "Reserved"]
 
 
@@ -89,6 +91,9 @@ class Consumer(ABC):
     and :meth:`close` may be called from any thread.
     """
 
+    #: The backend whose jobs this consumer reserves.
+    backend: Backend
+
     @abstractmethod
     def reserve(self, timeout: float) -> Reserved | None:
         """Reserve the most urgent ready job, waiting up to ``timeout`` seconds.
@@ -98,6 +103,21 @@ class Consumer(ABC):
         :raises QueueConnectionError: when the server cannot be reached; the next
             call tries a new connection.
         """
+
+    def delete_and_reserve(self, lease: Lease, timeout: float) -> tuple[bool, Reserved | None]:
+        """Delete a job reserved through this consumer, then reserve the next.
+
+        Backends that can send both in one write (beanstalkd) save a round trip.
+
+        :returns: whether the delete found the job (False: its reservation was
+            lost, and the server hands it out again), and what :meth:`reserve` gives.
+        """
+        try:
+            self.backend.delete(lease)
+            deleted = True
+        except NotFound:
+            deleted = False
+        return deleted, self.reserve(timeout)
 
     @abstractmethod
     def interrupt(self) -> None:
@@ -144,6 +164,28 @@ class Backend(ABC):
         :raises MessageTooBig: when ``body`` is over :meth:`max_job_size`.
         :raises QueueConnectionError: when the server cannot be reached.
         """
+
+    def put_many(
+        self, tube: str, bodies: Sequence[bytes], *, priority: int, delay: int, ttr: int
+    ) -> list[int]:
+        """Store jobs and return their ids in order; backends may pipeline this.
+
+        The caller has checked every body against :meth:`max_job_size`. Every
+        job is tried, whatever happened to the ones before it.
+
+        :raises PutManyError: when some jobs were not stored; it says which.
+        """
+        ids: list[int | None] = []
+        errors: dict[int, QueueError] = {}
+        for index, body in enumerate(bodies):
+            try:
+                ids.append(self.put(tube, body, priority=priority, delay=delay, ttr=ttr))
+            except QueueError as exc:
+                errors[index] = exc
+                ids.append(None)
+        if errors:
+            raise PutManyError(ids, errors)
+        return [job_id for job_id in ids if job_id is not None]
 
     @abstractmethod
     def reserve(self, tubes: Sequence[str], timeout: float) -> Reserved:

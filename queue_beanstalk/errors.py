@@ -16,11 +16,13 @@ caller may catch either::
     │                           was buried, not deleted
     ├── ServerError                                  the server refused a well-formed
     │                           command (out of memory, draining, internal error)
+    ├── PutManyError                                 put_many stored some messages but
+    │                           not all; says which, and why
     └── HandlerNotRunning       (also RuntimeError)  Handler.stop() when it is not running
 
-Lower-level exceptions (greenstalk's, ``OSError``, greenstalk's ``AssertionError``)
-are translated where they arise, in the beanstalkd backend, and chained with
-``raise ... from exc``; they never escape the public API.
+Lower-level exceptions (the wire protocol's refusals and parse errors, and
+``OSError``) are translated where they arise, in the beanstalkd backend, and
+chained with ``raise ... from exc``; they never escape the public API.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = [
     "InvalidName",
     "MessageTooBig",
     "NotFound",
+    "PutManyError",
     "QueueConnectionError",
     "QueueError",
     "ServerError",
@@ -107,6 +110,28 @@ class ServerError(QueueError):
         super().__init__(f"{message}: server replied {reply}")
         #: The server's status word, e.g. ``OUT_OF_MEMORY`` or ``DRAINING``.
         self.reply = reply
+
+
+class PutManyError(QueueError):
+    """``put_many`` could not store every message; ``ids`` and ``errors`` say which.
+
+    A message whose fate is unknown (the connection broke before its reply) is
+    listed in ``errors`` with a :class:`QueueConnectionError`: it may have been
+    stored, so putting it again may store it twice.
+    """
+
+    def __init__(self, ids: list[int | None], errors: dict[int, QueueError]) -> None:
+        failed = sorted(errors)
+        shown = ", ".join(f"{index}: {errors[index]}" for index in failed[:3])
+        more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+        stored = sum(job_id is not None for job_id in ids)
+        super().__init__(
+            f"{len(failed)} of {len(ids)} messages not stored ({shown}{more}); {stored} stored"
+        )
+        #: The job id of each message, in the order given; None where not stored.
+        self.ids = ids
+        #: For each message not (or not surely) stored, by position: why.
+        self.errors = errors
 
 
 class HandlerNotRunning(QueueError, RuntimeError):

@@ -204,16 +204,21 @@ class Handler:
     # Worker threads
 
     def _work(self, consumer: Consumer, keeper: _Keeper) -> None:
+        # A handled message's delete waits to go out with the next reserve, in
+        # one write: one round trip per message instead of two.
+        done: Lease | None = None
         try:
             failures = 0
             while not self._stopping.is_set():
                 try:
-                    reserved = consumer.reserve(RESERVE_TIMEOUT)
+                    reserved = self._next(consumer, done)
                 except QueueError as exc:
                     failures += 1
                     self._health.failed(exc)
                     self._stopping.wait(_backoff(failures))
                     continue
+                finally:
+                    done = None
                 if failures:
                     failures = 0
                     self._health.recovered()
@@ -223,18 +228,30 @@ class Handler:
                     # Reserved as stop() came: hand it back at once, not started.
                     self._settle(reserved.lease, "release", 0)
                     break
-                self._handle(reserved, keeper)
+                done = self._handle(reserved, keeper)
+            if done is not None:
+                self._apply(done, "delete", 0)
         except BaseException:
             logger.exception("handler worker crashed")
             raise
         finally:
             consumer.close()
 
-    def _handle(self, reserved: Reserved, keeper: _Keeper) -> None:
+    def _next(self, consumer: Consumer, done: Lease | None) -> Reserved | None:
+        """Reserve the next message, deleting ``done`` in the same write."""
+        if done is None:
+            return consumer.reserve(RESERVE_TIMEOUT)
+        deleted, reserved = consumer.delete_and_reserve(done, RESERVE_TIMEOUT)
+        if not deleted:
+            _log_lost(done, "delete")
+        return reserved
+
+    def _handle(self, reserved: Reserved, keeper: _Keeper) -> Lease | None:
+        """Call the function; return the lease when its message is to be deleted."""
         try:
             message = decode_reserved(self._backend, self._codec, reserved, self._priority)
         except DecodeError:
-            return  # buried and logged; nothing is lost
+            return None  # buried and logged; nothing is lost
         lease = reserved.lease
         with keeper.keep(lease):
             try:
@@ -247,7 +264,9 @@ class Handler:
                 logger.exception("handler function failed on %r", message)
                 self._fail(lease, message)
             else:
-                self._settle(lease, "delete", 0)
+                # Claimed now, so the keeper stops touching it; deleted with the next reserve.
+                return lease if lease.claim() else None
+        return None
 
     def _fail(self, lease: Lease, message: Message) -> None:
         try:
@@ -269,8 +288,12 @@ class Handler:
             return whole_seconds(exponential_backoff(attempt), "retry_delay")
 
     def _settle(self, lease: Lease, outcome: str, delay: int) -> None:
-        if not lease.claim():
-            return  # the function settled the message itself
+        if lease.claim():
+            self._apply(lease, outcome, delay)
+        # else the function settled the message itself
+
+    def _apply(self, lease: Lease, outcome: str, delay: int) -> None:
+        """Delete, release or bury a claimed lease; a failure is logged, not raised."""
         try:
             if outcome == "delete":
                 self._backend.delete(lease)
@@ -279,14 +302,17 @@ class Handler:
             else:
                 self._backend.bury(lease, priority=self._priority)
         except NotFound:
-            logger.warning(
-                "job %d was no longer reserved when it was to be %sd; the server hands it "
-                "out again",
-                lease.job_id,
-                outcome.removesuffix("e"),
-            )
+            _log_lost(lease, outcome)
         except QueueError as exc:
             logger.warning("could not %s job %d: %s", outcome, lease.job_id, exc)
+
+
+def _log_lost(lease: Lease, outcome: str) -> None:
+    logger.warning(
+        "job %d was no longer reserved when it was to be %sd; the server hands it out again",
+        lease.job_id,
+        outcome.removesuffix("e"),
+    )
 
 
 def _backoff(failures: int) -> float:

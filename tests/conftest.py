@@ -13,13 +13,15 @@ import socket
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import greenstalk
 import pytest
 
 from queue_beanstalk import QueueFactory, factory
 from queue_beanstalk.testing import BeanstalkdNotFound, BeanstalkdServer
+
+from .support import FakeBeanstalkd, Reply
 
 BACKENDS = ["memory", "beanstalkd"]
 BEANSTALKD_IMAGE = "schickling/beanstalkd:latest"
@@ -117,3 +119,21 @@ def raw_put(backend_name: str, queues: QueueFactory, request: pytest.FixtureRequ
             return client.put(body, priority=0)
 
     return put_greenstalk
+
+
+StartFake = Callable[[Mapping[bytes, Sequence[Reply]]], FakeBeanstalkd]
+
+
+@pytest.fixture
+def fake_beanstalkd() -> Iterator[StartFake]:
+    """Start fake servers with ``fake_beanstalkd(replies)``; all stop after the test."""
+    started: list[FakeBeanstalkd] = []
+
+    def start(replies: Mapping[bytes, Sequence[Reply]]) -> FakeBeanstalkd:
+        server = FakeBeanstalkd(replies)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from queue_beanstalk import NotFound, QueueFactory
 
@@ -23,3 +27,121 @@ def gone(queues: QueueFactory, job_id: int) -> bool:
     except NotFound:
         return True
     return False
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the fake sends for one command: ``data``, then maybe closes.
+
+    No data and no close means silence: the connection stays open, unanswered.
+    """
+
+    data: bytes = b""
+    close: bool = False
+
+
+def stats_reply(body: bytes) -> Reply:
+    return Reply(b"OK %d\r\n%b\r\n" % (len(body), body))
+
+
+STATS_OK = stats_reply(b"---\nmax-job-size: 65535\ncurrent-jobs-ready: 0\n")
+
+
+class FakeBeanstalkd:
+    """A loopback server that answers commands from a script, for fault tests.
+
+    ``replies`` maps a command word to the replies for its successive uses (on
+    any connection); a command with none left gets the default: ``stats`` and
+    ``use`` are answered as beanstalkd would, anything else gets silence.
+    """
+
+    def __init__(self, replies: Mapping[bytes, Sequence[Reply]]) -> None:
+        self._replies = {word: list(script) for word, script in replies.items()}
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.port: int = self._listener.getsockname()[1]
+        self.commands: list[bytes] = []
+        self.connections = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._handlers: list[threading.Thread] = []
+        self._accepter = threading.Thread(target=self._accept, daemon=True)
+        self._accepter.start()
+
+    @property
+    def url(self) -> str:
+        return f"beanstalk://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self._stop.set()
+        # Once the accepter is gone no connection can arrive, so the lists are final.
+        self._accepter.join(timeout=5)
+        with self._lock:
+            sockets, handlers = list(self._sockets), list(self._handlers)
+        for sock in sockets:
+            # Wakes a handler blocked in recv(); close() alone may not. The
+            # client may have closed it first.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for thread in handlers:
+            thread.join(timeout=5)
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sock, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            thread = threading.Thread(target=self._serve, args=(sock,), daemon=True)
+            with self._lock:
+                self.connections += 1
+                self._sockets.append(sock)
+                self._handlers.append(thread)
+            thread.start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        # The client may reset the connection at any point; that ends the
+        # conversation and is no failure of the fake.
+        with sock, contextlib.suppress(OSError):
+            sock.settimeout(None)
+            buffer = b""
+            while True:
+                while b"\r\n" not in buffer:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                line, buffer = buffer.split(b"\r\n", 1)
+                word, *fields = line.split() or [b""]
+                if word == b"put":
+                    # The body follows the command line, with its own CRLF.
+                    size = int(fields[-1]) + 2
+                    while len(buffer) < size:
+                        chunk = sock.recv(4096)
+                        if not chunk:
+                            return
+                        buffer += chunk
+                    buffer = buffer[size:]
+                reply = self._next(word, fields)
+                with self._lock:
+                    self.commands.append(word)
+                if reply.data:
+                    sock.sendall(reply.data)
+                if reply.close:
+                    return
+                if not reply.data:
+                    self._stop.wait()
+                    return
+
+    def _next(self, word: bytes, fields: list[bytes]) -> Reply:
+        with self._lock:
+            script = self._replies.get(word)
+            if script:
+                return script.pop(0)
+        if word == b"stats":
+            return STATS_OK
+        if word == b"use":
+            return Reply(b"USING %b\r\n" % fields[0])
+        return Reply()

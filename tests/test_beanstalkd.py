@@ -71,7 +71,7 @@ def test_connections_disable_nagle(beanstalkd_url: str, tube: str) -> None:
         queues.get(tube).put(Message("x"))
         backend = queues.backend
         assert isinstance(backend, BeanstalkBackend)
-        sockets = [conn.sock for conn in backend._open]
+        sockets = [conn.sock for conn in backend._pool.open]
         assert sockets
         for sock in sockets:
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

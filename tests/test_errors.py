@@ -1,23 +1,18 @@
 """The exception tree, the one translation boundary, and the exported names.
 
 The last part talks to a fake beanstalkd that misbehaves on purpose: whatever
-it sends, a put must end in QueueConnectionError, quickly, and never leak
-greenstalk's parsing errors (``AssertionError``, ``ValueError``).
+it sends, a put must end in QueueConnectionError, quickly, and never leak a
+parsing error (``AssertionError``, ``ValueError``, ``KeyError``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import pkgutil
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from importlib import import_module
 
-import greenstalk
 import pytest
 
 import queue_beanstalk
@@ -35,91 +30,59 @@ from queue_beanstalk import (
     errors,
     factory,
 )
-from queue_beanstalk.backends import beanstalk
+from queue_beanstalk.backends import beanstalk, wire
 from queue_beanstalk.backends.beanstalk import translate
+
+from .conftest import StartFake
+from .support import Reply, stats_reply
 
 ADDRESS = "h:1"
 
 # (a) Every lower-level exception is translated.
 
-
-def greenstalk_exceptions() -> list[type[greenstalk.Error]]:
-    """Every exception class greenstalk defines, found by walking its tree."""
-    found: list[type[greenstalk.Error]] = [greenstalk.Error]
-    for cls in found:
-        found.extend(sub for sub in cls.__subclasses__() if sub not in found)
-    return sorted(found, key=lambda cls: cls.__name__)
-
-
-def make(cls: type[greenstalk.Error]) -> greenstalk.Error:
-    """An instance of ``cls``, built the way greenstalk builds it."""
-    if issubclass(cls, greenstalk.UnknownResponseError):
-        return cls(b"WHAT", [b"1", b"2"])
-    return cls([b"1"])
-
-
-def test_the_walk_finds_every_server_reply() -> None:
-    found = set(greenstalk_exceptions())
-    assert set(greenstalk.ERROR_RESPONSES.values()) <= found
-    assert greenstalk.UnknownResponseError in found
-
-
-EXPECTED: Mapping[type[greenstalk.Error], type[QueueError]] = {
-    greenstalk.TimedOutError: Timeout,
-    greenstalk.NotFoundError: NotFound,
-    greenstalk.OutOfMemoryError: ServerError,
-    greenstalk.DrainingError: ServerError,
-    greenstalk.InternalError: ServerError,
-    greenstalk.BuriedError: ServerError,
+EXPECTED: Mapping[str, type[QueueError]] = {
+    "TIMED_OUT": Timeout,
+    "NOT_FOUND": NotFound,
+    "OUT_OF_MEMORY": ServerError,
+    "DRAINING": ServerError,
+    "INTERNAL_ERROR": ServerError,
+    "BURIED": ServerError,
 }
 
 
-@pytest.mark.parametrize("cls", greenstalk_exceptions(), ids=lambda cls: cls.__name__)
-def test_every_greenstalk_exception_is_translated(cls: type[greenstalk.Error]) -> None:
-    exc = make(cls)
+@pytest.mark.parametrize("status", sorted(s.decode() for s in wire.ERROR_STATUSES))
+def test_every_refusal_the_protocol_defines_is_translated(status: str) -> None:
+    exc = wire.Refused(status, [b"1"])
     assert isinstance(exc, beanstalk.LOWER_ERRORS), "the backend would not catch it"
     error = translate(exc, ADDRESS)
-    assert isinstance(error, QueueError)
-    expected = EXPECTED.get(cls, QueueConnectionError)
+    expected = EXPECTED.get(status, QueueConnectionError)
     assert type(error) is expected
     if isinstance(error, QueueConnectionError):
         assert ADDRESS in str(error)
         assert error.address == ADDRESS
+    if isinstance(error, ServerError):
+        assert error.reply == status
+        assert status in str(error)
 
 
-@pytest.mark.parametrize(
-    ("cls", "reply"),
-    [
-        (greenstalk.OutOfMemoryError, "OUT_OF_MEMORY"),
-        (greenstalk.DrainingError, "DRAINING"),
-        (greenstalk.InternalError, "INTERNAL_ERROR"),
-        (greenstalk.BuriedError, "BURIED"),
-    ],
-)
-def test_a_server_refusal_keeps_the_reply(cls: type[greenstalk.Error], reply: str) -> None:
-    error = translate(make(cls), ADDRESS)
-    assert isinstance(error, ServerError)
-    assert error.reply == reply
-    assert reply in str(error)
-
-
-def test_an_unknown_reply_is_named() -> None:
-    error = translate(greenstalk.UnknownResponseError(b"GARBAGE", []), ADDRESS)
-    assert isinstance(error, QueueConnectionError)
-    assert "GARBAGE" in str(error)
+def test_the_protocol_statuses_are_those_of_protocol_txt() -> None:
+    assert {s.decode() for s in wire.ERROR_STATUSES} >= set(EXPECTED) | {
+        "BAD_FORMAT", "UNKNOWN_COMMAND", "EXPECTED_CRLF", "JOB_TOO_BIG", "NOT_IGNORED",
+        "DEADLINE_SOON",
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(
     "exc",
     [
+        wire.WireError("unexpected reply b'GARBAGE'"),
         ConnectionError("x"),
         ConnectionResetError("x"),
         BrokenPipeError("x"),
         OSError("x"),
         TimeoutError(),  # what socket.timeout is since Python 3.10
-        AssertionError(),
         ValueError(),
-        ValueError("not enough values to unpack"),
+        UnicodeDecodeError("ascii", b"\xff", 0, 1, "ordinal not in range"),
     ],
     ids=repr,
 )
@@ -130,6 +93,11 @@ def test_socket_and_parsing_errors_are_connection_errors(exc: Exception) -> None
     assert isinstance(error, ConnectionError)
     assert not isinstance(error, Timeout)
     assert ADDRESS in str(error)
+
+
+def test_a_malformed_reply_is_named() -> None:
+    error = translate(wire.WireError("unexpected reply b'GARBAGE'"), ADDRESS)
+    assert "GARBAGE" in str(error)
 
 
 # (b) The tree.
@@ -199,142 +167,6 @@ def test_every_exported_name_resolves() -> None:
 
 
 # (d) A server that misbehaves.
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What the fake sends for one command: ``data``, then maybe closes.
-
-    No data and no close means silence: the connection stays open, unanswered.
-    """
-
-    data: bytes = b""
-    close: bool = False
-
-
-def stats_reply(body: bytes) -> Reply:
-    return Reply(b"OK %d\r\n%b\r\n" % (len(body), body))
-
-
-STATS_OK = stats_reply(b"---\nmax-job-size: 65535\ncurrent-jobs-ready: 0\n")
-
-
-class FakeBeanstalkd:
-    """A loopback server that answers commands from a script, for fault tests.
-
-    ``replies`` maps a command word to the replies for its successive uses (on
-    any connection); a command with none left gets the default: ``stats`` and
-    ``use`` are answered as beanstalkd would, anything else gets silence.
-    """
-
-    def __init__(self, replies: Mapping[bytes, Sequence[Reply]]) -> None:
-        self._replies = {word: list(script) for word, script in replies.items()}
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.05)
-        self.port: int = self._listener.getsockname()[1]
-        self.commands: list[bytes] = []
-        self.connections = 0
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._handlers: list[threading.Thread] = []
-        self._accepter = threading.Thread(target=self._accept, daemon=True)
-        self._accepter.start()
-
-    @property
-    def url(self) -> str:
-        return f"beanstalk://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self._stop.set()
-        # Once the accepter is gone no connection can arrive, so the lists are final.
-        self._accepter.join(timeout=5)
-        with self._lock:
-            sockets, handlers = list(self._sockets), list(self._handlers)
-        for sock in sockets:
-            # Wakes a handler blocked in recv(); close() alone may not. The
-            # client may have closed it first.
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        for thread in handlers:
-            thread.join(timeout=5)
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                sock, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            thread = threading.Thread(target=self._serve, args=(sock,), daemon=True)
-            with self._lock:
-                self.connections += 1
-                self._sockets.append(sock)
-                self._handlers.append(thread)
-            thread.start()
-
-    def _serve(self, sock: socket.socket) -> None:
-        # The client may reset the connection at any point; that ends the
-        # conversation and is no failure of the fake.
-        with sock, contextlib.suppress(OSError):
-            sock.settimeout(None)
-            buffer = b""
-            while True:
-                while b"\r\n" not in buffer:
-                    chunk = sock.recv(4096)
-                    if not chunk:
-                        return
-                    buffer += chunk
-                line, buffer = buffer.split(b"\r\n", 1)
-                word, *fields = line.split() or [b""]
-                if word == b"put":
-                    # The body follows the command line, with its own CRLF.
-                    size = int(fields[-1]) + 2
-                    while len(buffer) < size:
-                        chunk = sock.recv(4096)
-                        if not chunk:
-                            return
-                        buffer += chunk
-                    buffer = buffer[size:]
-                reply = self._next(word, fields)
-                with self._lock:
-                    self.commands.append(word)
-                if reply.data:
-                    sock.sendall(reply.data)
-                if reply.close:
-                    return
-                if not reply.data:
-                    self._stop.wait()
-                    return
-
-    def _next(self, word: bytes, fields: list[bytes]) -> Reply:
-        with self._lock:
-            script = self._replies.get(word)
-            if script:
-                return script.pop(0)
-        if word == b"stats":
-            return STATS_OK
-        if word == b"use":
-            return Reply(b"USING %b\r\n" % fields[0])
-        return Reply()
-
-
-StartFake = Callable[[Mapping[bytes, Sequence[Reply]]], FakeBeanstalkd]
-
-
-@pytest.fixture
-def fake_beanstalkd() -> Iterator[StartFake]:
-    """Start fake servers with ``fake_beanstalkd(replies)``; all stop after the test."""
-    started: list[FakeBeanstalkd] = []
-
-    def start(replies: Mapping[bytes, Sequence[Reply]]) -> FakeBeanstalkd:
-        server = FakeBeanstalkd(replies)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 BAD_REPLIES = {

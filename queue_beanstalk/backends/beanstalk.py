@@ -1,32 +1,23 @@
-"""The beanstalkd backend (``beanstalk://host[:port]``), built on greenstalk.
+"""The beanstalkd backend (``beanstalk://host[:port]``).
 
-Connections
-    greenstalk's client is not thread-safe and a beanstalkd connection runs one
-    command at a time, so the backend keeps a pool: each command borrows a
-    connection for its duration. A ``reserve`` that may block borrows only a
-    connection that holds no reservation, because a reservation can be settled
-    only on the connection that made it: settling then never waits behind a
-    blocked reserve, and beanstalkd's DEADLINE_SOON (sent to a reserve on a
-    connection holding a job about to time out) cannot arise. Each connection
-    remembers the tube it uses and the tubes it watches, so ``use``/``watch``
-    cost a round trip only when they change. Connections open on first use.
+Commands go out through :mod:`.wire` on pooled connections (:mod:`.connections`).
+Batches are pipelined: ``put_many`` writes many puts at once, and a handler's
+worker sends the delete of one job and the reserve of the next in one write.
 
 Errors
-    Everything greenstalk or the socket raises is translated in one place,
+    Everything the wire or the socket raises is translated in one place,
     :func:`translate`. A connection that failed (reset, EOF, timeout, a reply
-    that does not parse) is closed and dropped; the next command opens a new one.
-    Reservations made on it are gone: the server hands those jobs out again, and
-    settling them raises :class:`~queue_beanstalk.NotFound`.
+    that breaks the protocol) is closed and dropped; the next command opens a
+    new one. Reservations made on it are gone: the server hands those jobs out
+    again, and settling them raises :class:`~queue_beanstalk.NotFound`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import math
 import random
-import select
 import socket
 import threading
 import time
@@ -34,61 +25,65 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 from urllib.parse import SplitResult
 
-import greenstalk
-
 from ..backend import Backend, Consumer, JobStats, Lease, Reserved
 from ..errors import (
     MessageTooBig,
     NotFound,
+    PutManyError,
     QueueConnectionError,
     QueueError,
     ServerError,
     Timeout,
 )
 from ..limits import Seconds, check_count, from_text, positive_seconds, to_seconds
+from . import wire
+from .connections import Connection, Pool
+from .wire import Refused, WireError
 
-__all__ = ["DEFAULT_PORT", "BeanstalkBackend", "translate"]
+__all__ = ["DEFAULT_PORT", "LOWER_ERRORS", "BeanstalkBackend", "translate"]
 
 logger = logging.getLogger("queue_beanstalk")
 
 DEFAULT_PORT = 11300
 T = TypeVar("T")
 
-#: What greenstalk and the socket layer can raise. ValueError, LookupError and
-#: AssertionError come out of parsing a reply that is not what was expected.
-LOWER_ERRORS = (greenstalk.Error, OSError, AssertionError, ValueError, LookupError)
+#: What the wire and the socket layer raise; translate() maps each to a QueueError.
+LOWER_ERRORS = (Refused, WireError, OSError, ValueError)
 
 _SERVER_REFUSALS = {
-    greenstalk.BuriedError: "the server ran out of memory and buried the job",
-    greenstalk.DrainingError: "the server is draining and takes no new jobs",
-    greenstalk.OutOfMemoryError: "the server is out of memory",
-    greenstalk.InternalError: "the server hit an internal error",
+    "BURIED": "the server ran out of memory and buried the job",
+    "DRAINING": "the server is draining and takes no new jobs",
+    "OUT_OF_MEMORY": "the server is out of memory",
+    "INTERNAL_ERROR": "the server hit an internal error",
 }
+
+# put_many sends its puts in batches of at most this many commands or bytes:
+# enough to hide the round trip, small enough to bound the memory they take.
+BATCH_COMMANDS = 256
+BATCH_BYTES = 1 << 20
 
 
 def translate(exc: BaseException, address: str) -> QueueError:
-    """Return the queue_beanstalk exception for a greenstalk or socket exception.
+    """Return the queue_beanstalk exception for a wire or socket exception.
 
-    :param exc: what greenstalk or the socket raised.
+    :param exc: what the wire or the socket raised.
     :param address: the server, as ``host:port``, for the message.
     """
-    if isinstance(exc, greenstalk.TimedOutError):
-        return Timeout(f"no message within the timeout (server {address})")
-    if isinstance(exc, greenstalk.NotFoundError):
-        return NotFound("the server holds no such job reserved by this connection")
-    if isinstance(exc, greenstalk.BeanstalkdError):
-        reply = _reply_word(exc)
-        reason = _SERVER_REFUSALS.get(type(exc))
+    if isinstance(exc, Refused):
+        if exc.status == "TIMED_OUT":
+            return Timeout(f"no message within the timeout (server {address})")
+        if exc.status == "NOT_FOUND":
+            return NotFound("the server holds no such job reserved by this connection")
+        reason = _SERVER_REFUSALS.get(exc.status)
         if reason is not None:
-            return ServerError(reason, reply)
+            return ServerError(reason, exc.status)
         # BAD_FORMAT, UNKNOWN_COMMAND, EXPECTED_CRLF, NOT_IGNORED, DEADLINE_SOON
         # and JOB_TOO_BIG mean this client and the server disagree about the
         # conversation; the connection can no longer be trusted.
-        return QueueConnectionError(f"unexpected reply {reply}", address)
-    if isinstance(exc, greenstalk.UnknownResponseError):
-        status = exc.status.decode("ascii", "replace")
-        return QueueConnectionError(f"unknown reply {status!r}", address)
-    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return QueueConnectionError(f"unexpected reply {exc.status}", address)
+    if isinstance(exc, WireError):
+        return QueueConnectionError(f"malformed reply: {exc}", address)
+    if isinstance(exc, TimeoutError):
         return QueueConnectionError("no reply within the socket timeout", address)
     if isinstance(exc, OSError):
         return QueueConnectionError(f"connection failed: {exc}", address)
@@ -96,73 +91,10 @@ def translate(exc: BaseException, address: str) -> QueueError:
     return QueueConnectionError(f"malformed reply ({detail})", address)
 
 
-_REPLY_WORDS = {cls: status.decode("ascii") for status, cls in greenstalk.ERROR_RESPONSES.items()}
-
-
-def _reply_word(exc: greenstalk.BeanstalkdError) -> str:
-    return _REPLY_WORDS.get(type(exc), type(exc).__name__)
-
-
-def _has_input(sock: socket.socket) -> bool:
-    """Return whether an idle connection has something to read.
-
-    Between commands beanstalkd sends nothing, so input on an idle connection
-    is the end of the stream (the server restarted or went away), a reset, or
-    stray bytes: the connection is stale, and using it would fail or desynchronise.
-    """
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
-
-
-def _any(conn: _Connection) -> bool:
-    """Accept any idle connection (for commands that do not depend on the tube)."""
-    return True
-
-
-def _job_stats(stats: greenstalk.StatsJob) -> JobStats:
-    """Return greenstalk's stats-job reply as JobStats (a missing field is a KeyError)."""
-    return JobStats(
-        id=int(stats["id"]),
-        tube=str(stats["tube"]),
-        state=str(stats["state"]),
-        priority=int(stats["pri"]),
-        age=int(stats["age"]),
-        ttr=int(stats["ttr"]),
-        reserves=int(stats["reserves"]),
-        timeouts=int(stats["timeouts"]),
-        releases=int(stats["releases"]),
-        buries=int(stats["buries"]),
-        kicks=int(stats["kicks"]),
-    )
-
-
-def _job(job_id: int) -> greenstalk.Job[bytes]:
-    """Return a stand-in for greenstalk's Job: its release, bury and touch read only the id."""
-    return greenstalk.Job(job_id, b"")
-
-
-class _Connection:
-    """One socket to beanstalkd and what the server knows of it."""
-
-    __slots__ = ("broken", "client", "leases", "lock", "sock", "used", "watched")
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.client: greenstalk.Client[bytes] = greenstalk.Client(sock, encoding=None)
-        #: Held while a command runs on this connection.
-        self.lock = threading.Lock()
-        self.used = greenstalk.DEFAULT_TUBE
-        self.watched = frozenset((greenstalk.DEFAULT_TUBE,))
-        #: How many jobs are reserved through this connection and not yet settled.
-        self.leases = 0
-        self.broken = False
-
-
 class _BeanstalkLease(Lease):
     __slots__ = ("backend", "connection")
 
-    def __init__(self, job_id: int, tube: str, connection: _Connection, backend: object) -> None:
+    def __init__(self, job_id: int, tube: str, connection: Connection, backend: object) -> None:
         super().__init__(job_id, tube)
         self.connection = connection
         self.backend = backend
@@ -200,14 +132,16 @@ class BeanstalkBackend(Backend):
         self._port = port
         #: The server, as ``host:port`` (``[host]:port`` for an IPv6 address).
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self._connect_timeout = positive_seconds(connect_timeout, "connect_timeout")
         self._timeout = positive_seconds(timeout, "timeout")
-        self._max_idle = check_count(max_idle, "max_idle", 0)
         self._retry_for = to_seconds(retry_for, "retry_for")
-        self._lock = threading.Lock()
-        self._idle: list[_Connection] = []
-        self._open: set[_Connection] = set()
-        self._closed = False
+        self._pool = Pool(
+            host,
+            port,
+            self.address,
+            positive_seconds(connect_timeout, "connect_timeout"),
+            self._timeout,
+            check_count(max_idle, "max_idle", 0),
+        )
         self._max_job_size: int | None = None
 
     @classmethod
@@ -239,29 +173,52 @@ class BeanstalkBackend(Backend):
 
     def put(self, tube: str, body: bytes, *, priority: int, delay: int, ttr: int) -> int:
         """Store a job; see :meth:`Backend.put`."""
-        limit = self.max_job_size()
+        limit = self._max_job_size or self.max_job_size()
         if len(body) > limit:
             raise MessageTooBig(len(body), limit)
 
-        def command(conn: _Connection) -> int:
-            if conn.used != tube:
-                conn.client.use(tube)
-                conn.used = tube
+        def command(conn: Connection) -> int:
+            self._use(conn, tube)
+            conn.wire.send(wire.put_command(body, priority, delay, ttr))
             try:
-                return conn.client.put(body, priority=priority, delay=delay, ttr=ttr)
-            except greenstalk.JobTooBigError:
-                # The server restarted with a lower -z; the connection is fine.
-                self._max_job_size = None
-                raise MessageTooBig(len(body), self.max_job_size()) from None
+                return conn.wire.reply_int(b"INSERTED")
+            except Refused as refused:
+                if refused.status != "JOB_TOO_BIG":
+                    raise
+                raise self._too_big(len(body)) from refused
 
-        return self._borrow(command, lambda conn: conn.used == tube)
+        return self._borrow(command, tube=tube)
+
+    def put_many(
+        self, tube: str, bodies: Sequence[bytes], *, priority: int, delay: int, ttr: int
+    ) -> list[int]:
+        """Store jobs, pipelined, and return their ids in order; see :meth:`Backend.put_many`."""
+        ids: list[int | None] = []
+        errors: dict[int, QueueError] = {}
+        conn = self._pool.checkout(tube=tube)
+        try:
+            self._call(conn, lambda: self._use(conn, tube))
+            start = 0
+            while start < len(bodies):
+                end, batch = _batch(bodies, start, priority, delay, ttr)
+                sizes = [len(body) for body in bodies[start:end]]
+                self._call(conn, lambda: self._put_batch(conn, batch, sizes, ids, errors))  # noqa: B023
+                start = end
+        except QueueConnectionError as exc:
+            unknown = {index: exc for index in range(len(ids), len(bodies))}
+            raise PutManyError(ids + [None] * len(unknown), {**errors, **unknown}) from exc
+        finally:
+            conn.lock.release()
+            self._pool.checkin(conn)
+        if errors:
+            raise PutManyError(ids, errors)
+        return [job_id for job_id in ids if job_id is not None]
 
     def reserve(self, tubes: Sequence[str], timeout: float) -> Reserved:
         """Reserve a job; see :meth:`Backend.reserve`."""
-        watch = frozenset(tubes)
         return self._borrow(
             lambda conn: self._reserve_on(conn, tubes, timeout),
-            lambda conn: conn.watched == watch,
+            watch=frozenset(tubes),
             reserving=True,
         )
 
@@ -271,77 +228,72 @@ class BeanstalkBackend(Backend):
 
     def delete(self, lease: Lease) -> None:
         """Delete a reserved job; see :meth:`Backend.delete`."""
-        self._settle(lease, lambda client, job_id: client.delete(job_id), ends=True)
+        self._settle(lease, b"delete %d\r\n" % lease.job_id, b"DELETED")
 
     def release(self, lease: Lease, *, priority: int, delay: int) -> None:
         """Release a reserved job; see :meth:`Backend.release`."""
-        self._settle(
-            lease,
-            lambda client, job_id: client.release(_job(job_id), priority, delay),
-            ends=True,
-        )
+        command = b"release %d %d %d\r\n" % (lease.job_id, priority, delay)
+        self._settle(lease, command, b"RELEASED")
 
     def bury(self, lease: Lease, *, priority: int) -> None:
         """Bury a reserved job; see :meth:`Backend.bury`."""
-        self._settle(lease, lambda client, job_id: client.bury(_job(job_id), priority), ends=True)
+        self._settle(lease, b"bury %d %d\r\n" % (lease.job_id, priority), b"BURIED")
 
     def touch(self, lease: Lease) -> None:
         """Restart a reserved job's time-to-run; see :meth:`Backend.touch`."""
-        self._settle(lease, lambda client, job_id: client.touch(_job(job_id)), ends=False)
+        self._settle(lease, b"touch %d\r\n" % lease.job_id, b"TOUCHED", ends=False)
 
     def stats_job(self, job_id: int) -> JobStats:
         """Return a job's counters; see :meth:`Backend.stats_job`."""
-        return self._borrow(lambda conn: _job_stats(conn.client.stats_job(job_id)), _any)
+        command = b"stats-job %d\r\n" % job_id
+        return self._borrow(lambda conn: _job_stats(wire.stats(conn.wire, command)))
 
     def kick_job(self, job_id: int) -> None:
         """Make a buried or delayed job ready; see :meth:`Backend.kick_job`."""
-        self._borrow(lambda conn: conn.client.kick_job(job_id), _any)
+        command = b"kick-job %d\r\n" % job_id
+        self._borrow(lambda conn: wire.simple(conn.wire, command, b"KICKED"))
 
     def max_job_size(self) -> int:
         """Return the server's ``max-job-size`` (asked once, then remembered)."""
         limit = self._max_job_size
         if limit is None:
-            limit = self._borrow(lambda conn: int(conn.client.stats()["max-job-size"]), _any)
-            self._max_job_size = limit
+            limit = self._max_job_size = self._borrow(
+                lambda conn: _count(wire.stats(conn.wire, b"stats\r\n"), "max-job-size")
+            )
         return limit
 
     def close(self) -> None:
         """Close every connection, waking any thread blocked in :meth:`reserve`."""
-        with self._lock:
-            self._closed = True
-            connections = list(self._open)
-            self._open.clear()
-            self._idle.clear()
-        for conn in connections:
-            self._shut(conn)
+        self._pool.close()
 
     def __repr__(self) -> str:
         return f"queue_beanstalk.BeanstalkBackend(host={self._host!r}, port={self._port})"
 
-    # Connections
+    # Running commands
 
     def _borrow(
         self,
-        command: Callable[[_Connection], T],
-        fits: Callable[[_Connection], bool],
+        command: Callable[[Connection], T],
         *,
+        tube: str | None = None,
+        watch: frozenset[str] | None = None,
         reserving: bool = False,
     ) -> T:
-        """Run ``command`` on an idle connection, preferring one that ``fits``.
+        """Run ``command`` on a pooled connection (one using ``tube`` or watching ``watch``).
 
         Connection failures are retried for ``retry_for`` seconds, except for a
-        reserve, whose caller owns its own timeout.
+        reserve, whose caller owns its timeout.
         """
         give_up = time.monotonic() + (0.0 if reserving else self._retry_for)
         failures = 0
         while True:
             try:
-                conn = self._checkout(fits, reserving)
+                conn = self._pool.checkout(tube=tube, watch=watch, reserving=reserving)
                 try:
-                    return self._run(conn, functools.partial(command, conn))
+                    return self._call(conn, lambda: command(conn))  # noqa: B023 - called at once
                 finally:
                     conn.lock.release()
-                    self._checkin(conn)
+                    self._pool.checkin(conn)
             except QueueConnectionError:
                 failures += 1
                 pause = random.uniform(0.5, 1.0) * min(1.0, 0.05 * 2**failures)  # noqa: S311
@@ -349,67 +301,8 @@ class BeanstalkBackend(Backend):
                     raise
                 time.sleep(pause)
 
-    def _checkout(self, fits: Callable[[_Connection], bool], reserving: bool) -> _Connection:
-        chosen: _Connection | None = None
-        stale: list[_Connection] = []
-        with self._lock:
-            if self._closed:
-                raise QueueError("the queue factory is closed")
-            for conn in reversed(self._idle):
-                if reserving and conn.leases:
-                    continue
-                if not conn.leases and _has_input(conn.sock):
-                    stale.append(conn)
-                    continue
-                if fits(conn):
-                    chosen = conn
-                    break
-                if chosen is None:
-                    chosen = conn
-            for conn in stale:
-                self._idle.remove(conn)
-                self._open.discard(conn)
-            if chosen is not None:
-                self._idle.remove(chosen)
-        for conn in stale:
-            self._shut(conn)
-        if chosen is None:
-            chosen = self._connect()
-        chosen.lock.acquire()
-        return chosen
-
-    def _checkin(self, conn: _Connection) -> None:
-        with self._lock:
-            if conn.broken or self._closed:
-                return
-            if conn.leases or len(self._idle) < self._max_idle:
-                self._idle.append(conn)
-                return
-            self._open.discard(conn)
-        self._shut(conn)
-
-    def _connect(self) -> _Connection:
-        try:
-            sock = socket.create_connection((self._host, self._port), timeout=self._connect_timeout)
-        except OSError as exc:
-            raise QueueConnectionError(f"cannot connect: {exc}", self.address) from exc
-        try:
-            # Commands are small writes each awaiting a reply: Nagle would delay them.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.settimeout(self._timeout)
-            conn = _Connection(sock)
-        except OSError as exc:
-            sock.close()
-            raise QueueConnectionError(f"cannot connect: {exc}", self.address) from exc
-        with self._lock:
-            if self._closed:
-                self._shut(conn)
-                raise QueueError("the queue factory is closed")
-            self._open.add(conn)
-        return conn
-
-    def _run(self, conn: _Connection, command: Callable[[], T]) -> T:
-        """Run ``command`` with ``conn`` held, translating what greenstalk raises."""
+    def _call(self, conn: Connection, command: Callable[[], T]) -> T:
+        """Run ``command`` with ``conn`` held, translating what the wire raises."""
         try:
             return command()
         except QueueError:
@@ -425,61 +318,103 @@ class BeanstalkBackend(Backend):
             self._drop(conn, exc)
             raise
 
-    def _settle(
-        self,
-        lease: Lease,
-        command: Callable[[greenstalk.Client[bytes], int], object],
-        *,
-        ends: bool,
-    ) -> None:
-        """Run ``command`` for ``lease`` on the connection that reserved its job."""
+    def _settle(self, lease: Lease, command: bytes, expected: bytes, *, ends: bool = True) -> None:
+        """Send ``command`` for ``lease`` on the connection that reserved its job."""
         if not isinstance(lease, _BeanstalkLease) or lease.backend is not self:
             raise NotFound(f"job {lease.job_id} was not reserved through this factory")
         conn = lease.connection
-        with conn.lock:
+        # A touch may find the connection busy with the next reserve once the job
+        # was settled; it gives up then rather than wait out that reserve.
+        while not conn.lock.acquire(timeout=0.05):
+            if not ends and lease.settled:
+                raise NotFound(f"job {lease.job_id} was settled")
+        try:
             if conn.broken:
                 raise NotFound(
                     f"job {lease.job_id}'s reservation was lost with its connection; "
                     "the server hands the job out again"
                 )
             try:
-                self._run(conn, lambda: command(conn.client, lease.job_id))
+                self._call(conn, lambda: wire.simple(conn.wire, command, expected))
             finally:
                 if ends:
                     conn.leases -= 1
+        finally:
+            conn.lock.release()
 
-    def _reserve_on(self, conn: _Connection, tubes: Sequence[str], timeout: float) -> Reserved:
+    def _use(self, conn: Connection, tube: str) -> None:
+        if conn.used != tube:
+            wire.use(conn.wire, tube)
+            conn.used = tube
+
+    def _too_big(self, size: int) -> MessageTooBig:
+        # The server restarted with a lower -z; the connection is fine.
+        self._max_job_size = None
+        return MessageTooBig(size, self.max_job_size())
+
+    def _put_batch(
+        self,
+        conn: Connection,
+        batch: bytes,
+        sizes: list[int],
+        ids: list[int | None],
+        errors: dict[int, QueueError],
+    ) -> None:
+        """Send a batch of puts and read their replies; record a refusal, go on."""
+        conn.wire.send(batch)
+        for size in sizes:
+            try:
+                ids.append(conn.wire.reply_int(b"INSERTED"))
+            except Refused as refused:
+                if refused.status == "JOB_TOO_BIG":
+                    error: QueueError = self._too_big(size)
+                else:
+                    error = translate(refused, self.address)
+                    if isinstance(error, QueueConnectionError):
+                        raise  # the stream cannot be trusted: the rest are unknown
+                errors[len(ids)] = error
+                ids.append(None)
+
+    def _reserve_on(self, conn: Connection, tubes: Sequence[str], timeout: float) -> Reserved:
         """Reserve from ``tubes`` on ``conn``, which is held and has no reservations."""
+        self._watch(conn, frozenset(tubes))
         deadline = time.monotonic() + timeout
-        watch = frozenset(tubes)
-        self._watch(conn, watch)
         while True:
             seconds = math.ceil(max(0.0, deadline - time.monotonic()))
-            conn.sock.settimeout(seconds + self._timeout)
+            conn.set_read_timeout(seconds + self._timeout)
+            conn.wire.send(wire.reserve_command(seconds))
             try:
-                job = conn.client.reserve(seconds)
+                job_id, body = wire.reserved(conn.wire)
                 break
-            except greenstalk.TimedOutError:
+            except Refused as refused:
                 # beanstalkd counts whole seconds; never give up before the deadline.
+                if refused.status != "TIMED_OUT":
+                    raise
                 if time.monotonic() >= deadline:
                     raise Timeout(f"no message on {', '.join(tubes)} within {timeout:g}s") from None
-            finally:
-                conn.sock.settimeout(self._timeout)
-        tube = tubes[0] if len(watch) == 1 else str(conn.client.stats_job(job.id)["tube"])
-        conn.leases += 1
-        return Reserved(job.id, job.body, tube, _BeanstalkLease(job.id, tube, conn, self))
+        return self._lease_reserved(conn, tubes, job_id, body)
 
-    def _watch(self, conn: _Connection, tubes: frozenset[str]) -> None:
+    def _lease_reserved(
+        self, conn: Connection, tubes: Sequence[str], job_id: int, body: bytes
+    ) -> Reserved:
+        if len(tubes) == 1:
+            tube = tubes[0]
+        else:  # the RESERVED reply does not say which tube the job came from
+            tube = _field(wire.stats(conn.wire, b"stats-job %d\r\n" % job_id), "tube")
+        conn.leases += 1
+        return Reserved(job_id, body, tube, _BeanstalkLease(job_id, tube, conn, self))
+
+    def _watch(self, conn: Connection, tubes: frozenset[str]) -> None:
         if conn.watched == tubes:
             return
         # Watch first: beanstalkd refuses to ignore a connection's last tube.
         for tube in tubes - conn.watched:
-            conn.client.watch(tube)
+            wire.watch(conn.wire, tube)
         for tube in conn.watched - tubes:
-            conn.client.ignore(tube)
+            wire.ignore(conn.wire, tube)
         conn.watched = tubes
 
-    def _drop(self, conn: _Connection, error: BaseException) -> None:
+    def _drop(self, conn: Connection, error: BaseException) -> None:
         if conn.leases:
             logger.warning(
                 "connection to %s lost with %d reserved job(s); the server hands them out "
@@ -488,30 +423,16 @@ class BeanstalkBackend(Backend):
                 conn.leases,
                 error,
             )
-        self._forget(conn)
-
-    def _forget(self, conn: _Connection) -> None:
-        with self._lock:
-            self._open.discard(conn)
-        self._shut(conn)
-
-    @staticmethod
-    def _shut(conn: _Connection) -> None:
-        conn.broken = True
-        # shutdown() wakes a thread blocked reading this socket; close() alone may not.
-        # It fails when the peer already reset or closed the connection: nothing to wake.
-        with contextlib.suppress(OSError):
-            conn.sock.shutdown(socket.SHUT_RDWR)
-        conn.client.close()
+        self._pool.forget(conn)
 
 
 class _BeanstalkConsumer(Consumer):
     """A connection of one worker's own; interrupt() shuts its socket mid-reserve."""
 
     def __init__(self, backend: BeanstalkBackend, tubes: Sequence[str]) -> None:
-        self._backend = backend
+        self.backend = self._backend = backend
         self._tubes = tuple(tubes)
-        self._conn: _Connection | None = None
+        self._conn: Connection | None = None
         # Guards _interrupted and _reserving, so interrupt() shuts the socket only
         # while a reserve is under way, never while the worker holds a job.
         self._state = threading.Lock()
@@ -520,16 +441,12 @@ class _BeanstalkConsumer(Consumer):
 
     def reserve(self, timeout: float) -> Reserved | None:
         """Reserve a job; see :meth:`Consumer.reserve`."""
-        conn = self._conn
-        if conn is None or conn.broken:
-            conn = self._conn = self._backend._connect()
-        with self._state:
-            if self._interrupted:
-                return None
-            self._reserving = True
+        conn = self._connection()
+        if not self._start_reserving(conn):
+            return None
         try:
             with conn.lock:
-                return self._backend._run(
+                return self._backend._call(
                     conn, lambda: self._backend._reserve_on(conn, self._tubes, timeout)
                 )
         except Timeout:
@@ -539,8 +456,51 @@ class _BeanstalkConsumer(Consumer):
                 return None
             raise
         finally:
-            with self._state:
-                self._reserving = False
+            self._stop_reserving()
+
+    def delete_and_reserve(self, lease: Lease, timeout: float) -> tuple[bool, Reserved | None]:
+        """Delete and reserve in one write; see :meth:`Consumer.delete_and_reserve`."""
+        conn = self._connection()
+        if not isinstance(lease, _BeanstalkLease) or lease.connection is not conn:
+            return super().delete_and_reserve(lease, timeout)
+        seconds = math.ceil(timeout)
+        backend = self._backend
+        deleted = True
+        with conn.lock:
+
+            def send_both() -> None:
+                backend._watch(conn, frozenset(self._tubes))
+                conn.set_read_timeout(seconds + backend._timeout)
+                conn.wire.send(b"delete %d\r\n%b" % (lease.job_id, wire.reserve_command(seconds)))
+
+            def read_delete() -> None:
+                nonlocal deleted
+                try:
+                    conn.wire.reply(b"DELETED", 0)
+                except Refused as refused:
+                    if refused.status != "NOT_FOUND":
+                        raise
+                    deleted = False
+                finally:
+                    conn.leases -= 1
+
+            backend._call(conn, send_both)
+            backend._call(conn, read_delete)
+            # The delete is settled; only now may interrupt() cut the reserve short.
+            if not self._start_reserving(conn):
+                backend._pool.forget(conn)  # the only way to end the reserve just sent
+                return deleted, None
+            try:
+                job_id, body = backend._call(conn, lambda: wire.reserved(conn.wire))
+                return deleted, backend._lease_reserved(conn, self._tubes, job_id, body)
+            except Timeout:
+                return deleted, None
+            except QueueConnectionError:
+                if self._interrupted:
+                    return deleted, None
+                raise
+            finally:
+                self._stop_reserving()
 
     def interrupt(self) -> None:
         """End a blocked reserve at once; see :meth:`Consumer.interrupt`."""
@@ -556,4 +516,64 @@ class _BeanstalkConsumer(Consumer):
         """Close the consumer's connection; see :meth:`Consumer.close`."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            self._backend._forget(conn)
+            self._backend._pool.forget(conn)
+
+    def _connection(self) -> Connection:
+        conn = self._conn
+        if conn is None or conn.broken:
+            conn = self._conn = self._backend._pool.connect()
+        return conn
+
+    def _start_reserving(self, conn: Connection) -> bool:
+        with self._state:
+            if self._interrupted:
+                return False
+            self._reserving = True
+            return True
+
+    def _stop_reserving(self) -> None:
+        with self._state:
+            self._reserving = False
+
+
+def _batch(
+    bodies: Sequence[bytes], start: int, priority: int, delay: int, ttr: int
+) -> tuple[int, bytes]:
+    """Return the end of the batch starting at ``start`` and its put commands, joined."""
+    commands: list[bytes] = []
+    size = 0
+    end = start
+    while end < len(bodies) and len(commands) < BATCH_COMMANDS and size < BATCH_BYTES:
+        command = wire.put_command(bodies[end], priority, delay, ttr)
+        commands.append(command)
+        size += len(command)
+        end += 1
+    return end, b"".join(commands)
+
+
+def _field(stats: Mapping[str, str], key: str) -> str:
+    try:
+        return stats[key]
+    except KeyError:
+        raise WireError(f"stats reply without {key!r}") from None
+
+
+def _count(stats: Mapping[str, str], key: str) -> int:
+    return wire.number(_field(stats, key).encode("ascii", "replace"))
+
+
+def _job_stats(stats: Mapping[str, str]) -> JobStats:
+    """Return a stats-job reply as JobStats."""
+    return JobStats(
+        id=_count(stats, "id"),
+        tube=_field(stats, "tube"),
+        state=_field(stats, "state"),
+        priority=_count(stats, "pri"),
+        age=_count(stats, "age"),
+        ttr=_count(stats, "ttr"),
+        reserves=_count(stats, "reserves"),
+        timeouts=_count(stats, "timeouts"),
+        releases=_count(stats, "releases"),
+        buries=_count(stats, "buries"),
+        kicks=_count(stats, "kicks"),
+    )

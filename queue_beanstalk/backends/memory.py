@@ -277,7 +277,7 @@ class MemoryBackend(Backend):
 
 class _MemoryConsumer(Consumer):
     def __init__(self, backend: MemoryBackend, tubes: Sequence[str]) -> None:
-        self._backend = backend
+        self.backend = self._backend = backend
         self._tubes = tuple(tubes)
         self.interrupted = False
 

@@ -1,0 +1,190 @@
+"""Connections to one beanstalkd server, and the pool the backend borrows them from.
+
+A connection runs one command at a time, so each command borrows one for its
+duration. A reserve that may block borrows only a connection that holds no
+reservation, because a reservation can be settled only on the connection that
+made it: settling then never waits behind a blocked reserve, and beanstalkd's
+DEADLINE_SOON (sent to a reserve on a connection holding a job about to time
+out) cannot arise. Each connection remembers the tube it uses and the tubes it
+watches, so ``use``/``watch`` cost a round trip only when they change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import threading
+
+from ..errors import QueueConnectionError, QueueError
+from .wire import Wire
+
+__all__ = ["DEFAULT_TUBE", "Connection", "Pool"]
+
+DEFAULT_TUBE = "default"
+
+
+class Connection:
+    """One socket to beanstalkd and what the server knows of it.
+
+    ``lock`` is held while a command runs; everything else is read and changed
+    only with it held, except ``broken``, which only ever becomes True.
+    """
+
+    __slots__ = (
+        "_poller", "broken", "leases", "lock", "read_timeout", "sock", "used", "watched", "wire",
+    )  # fmt: skip
+
+    def __init__(self, sock: socket.socket, read_timeout: float) -> None:
+        self.sock = sock
+        self.wire = Wire(sock)
+        self.lock = threading.Lock()
+        self.read_timeout = read_timeout
+        self.used = DEFAULT_TUBE
+        self.watched = frozenset((DEFAULT_TUBE,))
+        #: How many jobs are reserved through this connection and not yet settled.
+        self.leases = 0
+        self.broken = False
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLIN)
+
+    def stale(self) -> bool:
+        """Return whether an idle connection has something to read.
+
+        Between commands beanstalkd sends nothing, so input on an idle
+        connection is the end of the stream (the server restarted or went
+        away), a reset, or stray bytes: using it would fail or desynchronise.
+        """
+        return bool(self._poller.poll(0))
+
+    def set_read_timeout(self, seconds: float) -> None:
+        """Bound the wait for each reply to ``seconds`` (a syscall only when it changes)."""
+        if seconds != self.read_timeout:
+            self.sock.settimeout(seconds)
+            self.read_timeout = seconds
+
+    def shut(self) -> None:
+        """Close the socket, waking any thread blocked reading it."""
+        self.broken = True
+        # shutdown() wakes a thread blocked in recv; close() alone may not. It
+        # fails when the peer already reset the connection: nothing to wake then.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+class Pool:
+    """The connections of one backend: idle ones to lend, and every open one to close.
+
+    Thread-safe. Connections open on first use.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        address: str,
+        connect_timeout: float,
+        timeout: float,
+        max_idle: int,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._address = address
+        self._connect_timeout = connect_timeout
+        self._timeout = timeout
+        self._max_idle = max_idle
+        self._lock = threading.Lock()
+        self._idle: list[Connection] = []
+        self.open: set[Connection] = set()
+        self._closed = False
+
+    def checkout(
+        self,
+        *,
+        tube: str | None = None,
+        watch: frozenset[str] | None = None,
+        reserving: bool = False,
+    ) -> Connection:
+        """Return an idle connection (or a new one) with its lock held.
+
+        Prefers one already using ``tube`` or watching ``watch``; with
+        ``reserving``, only one that holds no reservation. Stale idle
+        connections are closed on the way.
+        """
+        chosen: Connection | None = None
+        stale: list[Connection] = []
+        with self._lock:
+            if self._closed:
+                raise QueueError("the queue factory is closed")
+            for conn in reversed(self._idle):
+                if conn.leases:
+                    if reserving:
+                        continue
+                elif conn.stale():
+                    stale.append(conn)
+                    continue
+                if conn.used == tube or conn.watched == watch:
+                    chosen = conn
+                    break
+                if chosen is None:
+                    chosen = conn
+            for conn in stale:
+                self._idle.remove(conn)
+                self.open.discard(conn)
+            if chosen is not None:
+                self._idle.remove(chosen)
+        for conn in stale:
+            conn.shut()
+        if chosen is None:
+            chosen = self.connect()
+        chosen.lock.acquire()
+        return chosen
+
+    def checkin(self, conn: Connection) -> None:
+        """Take back a connection from :meth:`checkout`, its lock already released."""
+        with self._lock:
+            if conn.broken or self._closed:
+                return
+            if conn.leases or len(self._idle) < self._max_idle:
+                self._idle.append(conn)
+                return
+            self.open.discard(conn)
+        conn.shut()
+
+    def connect(self) -> Connection:
+        """Open a connection that is not lent out (a consumer's own), tracked for close()."""
+        try:
+            sock = socket.create_connection((self._host, self._port), timeout=self._connect_timeout)
+        except OSError as exc:
+            raise QueueConnectionError(f"cannot connect: {exc}", self._address) from exc
+        try:
+            # Commands are small writes each awaiting a reply: Nagle would delay them.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(self._timeout)
+            conn = Connection(sock, self._timeout)
+        except OSError as exc:
+            sock.close()
+            raise QueueConnectionError(f"cannot connect: {exc}", self._address) from exc
+        with self._lock:
+            if self._closed:
+                conn.shut()
+                raise QueueError("the queue factory is closed")
+            self.open.add(conn)
+        return conn
+
+    def forget(self, conn: Connection) -> None:
+        """Close ``conn`` and stop tracking it."""
+        with self._lock:
+            self.open.discard(conn)
+        conn.shut()
+
+    def close(self) -> None:
+        """Close every connection, lent out or not; later checkouts raise QueueError."""
+        with self._lock:
+            self._closed = True
+            connections = list(self.open)
+            self.open.clear()
+            self._idle.clear()
+        for conn in connections:
+            conn.shut()

@@ -1,0 +1,218 @@
+"""beanstalkd's wire protocol: commands out, replies in, every reply checked.
+
+A :class:`Wire` owns one connected socket and a receive buffer. ``send`` may
+write many commands at once; their replies are then read in order, which is
+how pipelining works: one write and one wait for a whole batch instead of a
+round trip per command. Replies are checked with explicit tests, never
+``assert`` (gone under ``python -O``): the end of the stream, a line longer
+than any the server sends, a status the command cannot get, a value that is
+not a number, or a body without its CRLF all raise, and the connection must
+then be dropped, since the stream can no longer be trusted.
+
+The functions below are one per command: each sends it and reads its reply.
+``Wire`` and these functions are not thread-safe; the backend holds a lock
+per connection.
+"""
+
+from __future__ import annotations
+
+import socket
+
+__all__ = [
+    "ERROR_STATUSES",
+    "Refused",
+    "Wire",
+    "WireError",
+    "ignore",
+    "number",
+    "put",
+    "put_command",
+    "reserve_command",
+    "reserved",
+    "simple",
+    "stats",
+    "use",
+    "watch",
+]
+
+#: Statuses with which beanstalkd refuses a command (protocol.txt), as bytes.
+ERROR_STATUSES = frozenset(
+    {
+        b"BAD_FORMAT",
+        b"BURIED",
+        b"DEADLINE_SOON",
+        b"DRAINING",
+        b"EXPECTED_CRLF",
+        b"INTERNAL_ERROR",
+        b"JOB_TOO_BIG",
+        b"NOT_FOUND",
+        b"NOT_IGNORED",
+        b"OUT_OF_MEMORY",
+        b"TIMED_OUT",
+        b"UNKNOWN_COMMAND",
+    }
+)
+
+# The longest line beanstalkd sends is "USING <200-byte name>"; anything much
+# longer without a CRLF is not beanstalkd talking.
+MAX_LINE = 1024
+RECEIVE_SIZE = 65536
+
+
+class WireError(Exception):
+    """The server's reply breaks the protocol; the connection cannot be trusted."""
+
+
+class Refused(Exception):
+    """The server answered a command with one of its error statuses."""
+
+    def __init__(self, status: str, values: list[bytes]) -> None:
+        super().__init__(status)
+        #: The status word, e.g. ``"NOT_FOUND"`` or ``"JOB_TOO_BIG"``.
+        self.status = status
+        #: What followed the status on the line (``BURIED`` on a put carries the id).
+        self.values = values
+
+
+class Wire:
+    """One connection's byte stream: write commands, read checked replies in order.
+
+    :param sock: a connected socket; its timeout bounds every read and write.
+    """
+
+    __slots__ = ("_buffer", "_start", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buffer = bytearray()
+        self._start = 0
+
+    def send(self, data: bytes) -> None:
+        """Write ``data`` (one or more whole commands)."""
+        self.sock.sendall(data)
+
+    def reply(self, expected: bytes, count: int) -> list[bytes]:
+        """Read one reply line; return its ``count`` values when its status is ``expected``.
+
+        :raises Refused: for one of beanstalkd's error statuses.
+        :raises WireError: for anything else, or the wrong number of values.
+        """
+        status, *values = self._line().split(b" ")
+        if status == expected:
+            if len(values) != count:
+                raise WireError(f"{expected.decode()} with {len(values)} values, not {count}")
+            return values
+        if status in ERROR_STATUSES:
+            raise Refused(status.decode("ascii"), values)
+        raise WireError(f"unexpected reply {status[:40]!r}")
+
+    def reply_int(self, expected: bytes) -> int:
+        """Read a reply carrying one number (``INSERTED <id>``, ``WATCHING <count>``)."""
+        return number(self.reply(expected, 1)[0])
+
+    def body(self, size: int) -> bytes:
+        """Read a reply's data block of ``size`` bytes and the CRLF after it."""
+        while len(self._buffer) - self._start < size + 2:
+            self._fill()  # may move the unread bytes to the front
+        end = self._start + size + 2
+        if self._buffer[end - 2 : end] != b"\r\n":
+            raise WireError("data block not followed by CRLF")
+        data = bytes(self._buffer[self._start : end - 2])
+        self._consume(end)
+        return data
+
+    def _line(self) -> bytes:
+        end = self._buffer.find(b"\r\n", self._start)
+        while end < 0:
+            if len(self._buffer) - self._start > MAX_LINE:
+                raise WireError(f"reply line longer than {MAX_LINE} bytes")
+            self._fill()
+            end = self._buffer.find(b"\r\n", self._start)
+        line = bytes(self._buffer[self._start : end])
+        self._consume(end + 2)
+        return line
+
+    def _consume(self, end: int) -> None:
+        if end >= len(self._buffer):
+            self._buffer.clear()
+            self._start = 0
+        else:
+            self._start = end
+
+    def _fill(self) -> None:
+        if self._start:
+            del self._buffer[: self._start]
+            self._start = 0
+        data = self.sock.recv(RECEIVE_SIZE)
+        if not data:
+            raise ConnectionError("the server closed the connection (unexpected EOF)")
+        self._buffer += data
+
+
+def number(value: bytes) -> int:
+    """Return a reply value as a non-negative int, or raise WireError."""
+    if not value.isdigit():
+        raise WireError(f"expected a number, got {value[:40]!r}")
+    return int(value)
+
+
+def put_command(body: bytes, priority: int, delay: int, ttr: int) -> bytes:
+    """Return the bytes of a ``put`` command carrying ``body``."""
+    return b"put %d %d %d %d\r\n%b\r\n" % (priority, delay, ttr, len(body), body)
+
+
+def put(wire: Wire, body: bytes, priority: int, delay: int, ttr: int) -> int:
+    """Store a job in the used tube and return its id."""
+    wire.send(put_command(body, priority, delay, ttr))
+    return wire.reply_int(b"INSERTED")
+
+
+def use(wire: Wire, tube: str) -> None:
+    """Make ``tube`` the one puts go to."""
+    wire.send(b"use %b\r\n" % tube.encode("ascii"))
+    wire.reply(b"USING", 1)
+
+
+def watch(wire: Wire, tube: str) -> None:
+    """Add ``tube`` to the tubes reserves take from."""
+    wire.send(b"watch %b\r\n" % tube.encode("ascii"))
+    wire.reply_int(b"WATCHING")
+
+
+def ignore(wire: Wire, tube: str) -> None:
+    """Remove ``tube`` from the tubes reserves take from."""
+    wire.send(b"ignore %b\r\n" % tube.encode("ascii"))
+    wire.reply_int(b"WATCHING")
+
+
+def reserve_command(seconds: int) -> bytes:
+    """Return the bytes of a ``reserve-with-timeout`` command."""
+    return b"reserve-with-timeout %d\r\n" % seconds
+
+
+def reserved(wire: Wire) -> tuple[int, bytes]:
+    """Read a reserve's reply: the job's id and body (``TIMED_OUT`` is Refused)."""
+    job_id, size = wire.reply(b"RESERVED", 2)
+    return number(job_id), wire.body(number(size))
+
+
+def simple(wire: Wire, command: bytes, expected: bytes) -> None:
+    """Send a command whose reply is one word (``DELETED``, ``RELEASED`` ...)."""
+    wire.send(command)
+    wire.reply(expected, 0)
+
+
+def stats(wire: Wire, command: bytes) -> dict[str, str]:
+    """Send ``stats`` or ``stats-job <id>`` and return the reply's YAML mapping."""
+    wire.send(command)
+    size = number(wire.reply(b"OK", 1)[0])
+    text = wire.body(size).decode("ascii", "replace")
+    if not text.startswith("---\n"):
+        raise WireError("stats reply does not start with ---")
+    fields: dict[str, str] = {}
+    for line in text[4:].splitlines():
+        key, sep, value = line.partition(": ")
+        if not sep:
+            raise WireError(f"stats line without a value: {line[:40]!r}")
+        fields[key] = value.strip('"')
+    return fields

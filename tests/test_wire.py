@@ -1,0 +1,111 @@
+"""The wire protocol: replies read in order, whatever pieces they arrive in, and checked."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from queue_beanstalk.backends import wire
+from queue_beanstalk.backends.wire import Refused, Wire, WireError
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Wire, socket.socket]]:
+    """A Wire on one end of a socket pair, and the other end to play the server."""
+    ours, theirs = socket.socketpair()
+    ours.settimeout(5)
+    with ours, theirs:
+        yield Wire(ours), theirs
+
+
+def _send_in_pieces(sock: socket.socket, data: bytes, piece: int) -> threading.Thread:
+    def send() -> None:
+        for start in range(0, len(data), piece):
+            sock.sendall(data[start : start + piece])
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("piece", [1, 7, 4096, 1 << 20])
+def test_replies_are_read_in_order_whatever_the_pieces(
+    pair: tuple[Wire, socket.socket], piece: int
+) -> None:
+    ours, server = pair
+    body = bytes(range(256)) * 300  # 76,800 bytes: more than one receive
+    data = b"INSERTED 7\r\nRESERVED 7 %d\r\n%b\r\nDELETED\r\nWATCHING 2\r\n" % (len(body), body)
+    sender = _send_in_pieces(server, data, piece)
+    assert ours.reply_int(b"INSERTED") == 7
+    assert wire.reserved(ours) == (7, body)
+    assert ours.reply(b"DELETED", 0) == []
+    assert ours.reply_int(b"WATCHING") == 2
+    sender.join()
+
+
+def test_an_error_status_is_refused_with_its_values(pair: tuple[Wire, socket.socket]) -> None:
+    ours, server = pair
+    server.sendall(b"BURIED 12\r\nNOT_FOUND\r\n")
+    with pytest.raises(Refused) as caught:
+        ours.reply_int(b"INSERTED")
+    assert (caught.value.status, caught.value.values) == ("BURIED", [b"12"])
+    with pytest.raises(Refused, match="NOT_FOUND"):
+        ours.reply(b"DELETED", 0)
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b"GARBAGE\r\n", "unexpected reply"),
+        (b"INSERTED\r\n", "0 values"),
+        (b"INSERTED 1 2\r\n", "2 values"),
+        (b"INSERTED -1\r\n", "number"),
+        (b"INSERTED one\r\n", "number"),
+        (b"\r\n", "unexpected reply"),
+        (b"x" * 2000, "longer than"),
+    ],
+)
+def test_a_reply_that_breaks_the_protocol_is_a_wire_error(
+    pair: tuple[Wire, socket.socket], data: bytes, words: str
+) -> None:
+    ours, server = pair
+    server.sendall(data)
+    with pytest.raises(WireError, match=words):
+        ours.reply_int(b"INSERTED")
+
+
+def test_a_body_without_its_crlf_is_a_wire_error(pair: tuple[Wire, socket.socket]) -> None:
+    ours, server = pair
+    server.sendall(b"RESERVED 1 3\r\nabcXY")
+    with pytest.raises(WireError, match="CRLF"):
+        wire.reserved(ours)
+
+
+@pytest.mark.parametrize("data", [b"", b"INSERT", b"RESERVED 1 10\r\nabc"])
+def test_the_end_of_the_stream_is_a_connection_error(
+    pair: tuple[Wire, socket.socket], data: bytes
+) -> None:
+    ours, server = pair
+    server.sendall(data)
+    server.shutdown(socket.SHUT_WR)
+    with pytest.raises(ConnectionError, match="EOF"):
+        wire.reserved(ours)
+
+
+def test_stats_are_parsed_and_checked(pair: tuple[Wire, socket.socket]) -> None:
+    ours, server = pair
+    yaml = b'---\nid: 5\ntube: "jobs"\nstate: ready\n'
+    server.sendall(b"OK %d\r\n%b\r\n" % (len(yaml), yaml))
+    assert wire.stats(ours, b"stats-job 5\r\n") == {"id": "5", "tube": "jobs", "state": "ready"}
+    assert server.recv(100) == b"stats-job 5\r\n"
+    for bad in (b"id: 5\n", b"---\nno value here\n"):
+        server.sendall(b"OK %d\r\n%b\r\n" % (len(bad), bad))
+        with pytest.raises(WireError):
+            wire.stats(ours, b"stats\r\n")
+
+
+def test_put_command_carries_the_body_and_its_length() -> None:
+    assert wire.put_command(b"a\r\nb", 1, 2, 3) == b"put 1 2 3 4\r\na\r\nb\r\n"
