@@ -25,6 +25,12 @@ demo: $(VENV)/.installed
 	@$(MAKE) --no-print-directory beanstalkd || echo "demo: could not install beanstalkd; the demo will use memory://"
 	$(BIN)/queue-beanstalk demo
 
+# Benchmarks against raw greenstalk on a beanstalkd of its own, both CPU placements
+# (a few minutes); writes BENCHMARKS.md. `$(BIN)/python -m bench --quick` is a smoke run.
+.PHONY: bench
+bench: $(VENV)/.installed beanstalkd
+	$(BIN)/python -m bench --placement both --output BENCHMARKS.md
+
 beanstalkd:
 	@command -v beanstalkd >/dev/null 2>&1 || { \
 		echo "installing beanstalkd (Debian package)"; \

@@ -1,0 +1,5 @@
+"""``python -m bench``: run the benchmarks."""
+
+from .run import main
+
+raise SystemExit(main())
