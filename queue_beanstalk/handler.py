@@ -20,14 +20,12 @@ keeper thread touches it, so the message is not handed to another worker.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
+import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
 from .backend import Backend, Consumer, Lease, Reserved
 from .codec import Codec
@@ -48,6 +46,8 @@ RetryDelay = Seconds | Callable[[int], Seconds]
 RESERVE_TIMEOUT = 5.0
 # A callback running this long gets its message's time-to-run looked up and kept.
 KEEP_AFTER = 0.5
+# How often the keeper looks at the running callbacks, in seconds.
+SCAN = 0.1
 
 
 class Retry(Exception):
@@ -137,18 +137,18 @@ class Handler:
             if self._state == "stopping":
                 self._join(None)
             self._stopping.clear()
-            self._keeper = _Keeper(self._backend)
+            self._keeper = _Keeper(self._backend, self._concurrency)
             self._consumers = [
                 self._backend.consumer(self._names) for _ in range(self._concurrency)
             ]
             self._workers = [
                 threading.Thread(
                     target=self._work,
-                    args=(consumer, self._keeper),
-                    name=f"queue-beanstalk-worker-{number}",
+                    args=(consumer, self._keeper, number),
+                    name=f"queue-beanstalk-worker-{number + 1}",
                     daemon=True,
                 )
-                for number, consumer in enumerate(self._consumers, 1)
+                for number, consumer in enumerate(self._consumers)
             ]
             self._state = "running"
             for worker in self._workers:
@@ -203,7 +203,7 @@ class Handler:
 
     # Worker threads
 
-    def _work(self, consumer: Consumer, keeper: _Keeper) -> None:
+    def _work(self, consumer: Consumer, keeper: _Keeper, slot: int) -> None:
         # A handled message's delete waits to go out with the next reserve, in
         # one write: one round trip per message instead of two.
         done: Lease | None = None
@@ -228,7 +228,7 @@ class Handler:
                     # Reserved as stop() came: hand it back at once, not started.
                     self._settle(reserved.lease, "release", 0)
                     break
-                done = self._handle(reserved, keeper)
+                done = self._handle(reserved, keeper, slot)
             if done is not None:
                 self._apply(done, "delete", 0)
         except BaseException:
@@ -246,26 +246,28 @@ class Handler:
             _log_lost(done, "delete")
         return reserved
 
-    def _handle(self, reserved: Reserved, keeper: _Keeper) -> Lease | None:
+    def _handle(self, reserved: Reserved, keeper: _Keeper, slot: int) -> Lease | None:
         """Call the function; return the lease when its message is to be deleted."""
         try:
             message = decode_reserved(self._backend, self._codec, reserved, self._priority)
         except DecodeError:
             return None  # buried and logged; nothing is lost
         lease = reserved.lease
-        with keeper.keep(lease):
-            try:
-                self._func(message)
-            except Retry as request:
-                self._settle(lease, "release", whole_seconds(request.delay, "Retry delay"))
-            except Bury:
-                self._settle(lease, "bury", 0)
-            except BaseException:
-                logger.exception("handler function failed on %r", message)
-                self._fail(lease, message)
-            else:
-                # Claimed now, so the keeper stops touching it; deleted with the next reserve.
-                return lease if lease.claim() else None
+        keeper.slots[slot] = _Kept(lease, time.monotonic() + KEEP_AFTER)
+        try:
+            self._func(message)
+        except Retry as request:
+            self._settle(lease, "release", whole_seconds(request.delay, "Retry delay"))
+        except Bury:
+            self._settle(lease, "bury", 0)
+        except BaseException:
+            logger.exception("handler function failed on %r", message)
+            self._fail(lease, message)
+        else:
+            # Claimed now, so the keeper stops touching it; deleted with the next reserve.
+            return lease if lease.claim() else None
+        finally:
+            keeper.slots[slot] = None
         return None
 
     def _fail(self, lease: Lease, message: Message) -> None:
@@ -344,65 +346,45 @@ class _Health:
 
 
 class _Kept:
-    __slots__ = ("active", "lease", "ttr")
+    """A callback's message, and when the keeper should next look at it."""
 
-    def __init__(self, lease: Lease) -> None:
+    __slots__ = ("due", "lease", "ttr")
+
+    def __init__(self, lease: Lease, due: float) -> None:
         self.lease = lease
-        self.active = True
+        self.due = due
         self.ttr: int | None = None
 
 
 class _Keeper:
     """One thread that touches the messages of callbacks running past their time-to-run.
 
-    A callback that ends within KEEP_AFTER seconds costs nothing: the keeper
-    looks a message up (``stats-job``) only once its callback has run that long.
+    Each worker has a slot in which it puts what its callback holds: starting
+    a callback costs one assignment, no lock and no wake-up. Every SCAN seconds
+    the keeper looks at the slots; a message whose callback has run KEEP_AFTER
+    seconds has its time-to-run looked up once (``stats-job``) and is touched
+    well before it runs out, again and again until the callback returns.
     """
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, workers: int) -> None:
         self._backend = backend
-        self._changed = threading.Condition()
-        self._due: list[tuple[float, int, _Kept]] = []
-        self._order = itertools.count()
-        self._closed = False
-        self._thread: threading.Thread | None = None
-
-    @contextmanager
-    def keep(self, lease: Lease) -> Iterator[None]:
-        """Keep ``lease`` reserved while the ``with`` block runs."""
-        kept = _Kept(lease)
-        with self._changed:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="queue-beanstalk-keeper", daemon=True
-                )
-                self._thread.start()
-            heapq.heappush(self._due, (time.monotonic() + KEEP_AFTER, next(self._order), kept))
-            self._changed.notify()
-        try:
-            yield
-        finally:
-            kept.active = False
+        self.slots: list[_Kept | None] = [None] * workers
+        self._closed = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="queue-beanstalk-keeper", daemon=True
+        )
+        self._thread.start()
 
     def close(self) -> None:
-        """End the keeper thread."""
-        with self._changed:
-            self._closed = True
-            self._changed.notify()
+        """End the keeper thread (it finishes a touch under way)."""
+        self._closed.set()
 
     def _run(self) -> None:
-        while True:
-            with self._changed:
-                while not self._closed:
-                    wait = self._due[0][0] - time.monotonic() if self._due else None
-                    if wait is not None and wait <= 0:
-                        break
-                    self._changed.wait(wait)
-                if self._closed:
-                    return
-                _, _, kept = heapq.heappop(self._due)
-            if kept.active and not kept.lease.settled:
-                self._touch(kept)
+        while not self._closed.wait(SCAN):
+            now = time.monotonic()
+            for kept in list(self.slots):
+                if kept is not None and kept.due <= now and not kept.lease.settled:
+                    self._touch(kept)
 
     def _touch(self, kept: _Kept) -> None:
         try:
@@ -410,10 +392,9 @@ class _Keeper:
                 kept.ttr = self._backend.stats_job(kept.lease.job_id).ttr
             self._backend.touch(kept.lease)
         except QueueError as exc:
-            if kept.active and not kept.lease.settled:
+            kept.due = math.inf  # nothing more to do for this one
+            if not kept.lease.settled:
                 logger.warning("could not keep job %d reserved: %s", kept.lease.job_id, exc)
             return
         # Touch again well before the time-to-run, restarted now, runs out.
-        period = max(0.25, kept.ttr / 2 - 0.25)
-        with self._changed:
-            heapq.heappush(self._due, (time.monotonic() + period, next(self._order), kept))
+        kept.due = time.monotonic() + max(0.25, kept.ttr / 2 - 0.25)

@@ -296,10 +296,12 @@ class BeanstalkBackend(Backend):
                     self._pool.checkin(conn)
             except QueueConnectionError:
                 failures += 1
-                pause = random.uniform(0.5, 1.0) * min(1.0, 0.05 * 2**failures)  # noqa: S311
-                if time.monotonic() + pause > give_up:
+                remaining = give_up - time.monotonic()
+                if remaining <= 0:
                     raise
-                time.sleep(pause)
+                # Jittered, doubling, at most a second; the last try is at the deadline.
+                pause = random.uniform(0.5, 1.0) * min(1.0, 0.05 * 2**failures)  # noqa: S311
+                time.sleep(min(pause, remaining))
 
     def _call(self, conn: Connection, command: Callable[[], T]) -> T:
         """Run ``command`` with ``conn`` held, translating what the wire raises."""
