@@ -97,6 +97,8 @@ def whole_seconds(value: object, what: str) -> int:
 
     :raises ValueError: when negative or above ``2**32 - 1``.
     """
+    if isinstance(value, int) and value.__class__ is not bool and 0 <= value <= MAX_UINT32:
+        return value  # the common case, kept cheap
     seconds = math.ceil(to_seconds(value, what))
     if seconds > MAX_UINT32:
         raise ValueError(f"{what} must be at most {MAX_UINT32} seconds, not {value!r}")

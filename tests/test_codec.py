@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -100,6 +101,14 @@ def test_decode_refuses_with_a_specific_reason(body: bytes, reason: str) -> None
     with pytest.raises(ValueError, match=re.escape(reason)) as excinfo:
         codec.decode(body)
     assert str(excinfo.value).startswith("body")
+
+
+@given(action=st.text(min_size=1), args=st.lists(st.text()))
+def test_encoding_is_exactly_compact_json(action: str, args: list[str]) -> None:
+    expected = json.dumps(
+        {"action": action, "args": args}, ensure_ascii=False, separators=(",", ":")
+    )
+    assert JsonCodec().encode(Message(action, args)) == expected.encode("utf-8")
 
 
 @given(action=st.text(min_size=1), args=st.lists(st.text()))

@@ -197,12 +197,12 @@ class BeanstalkBackend(Backend):
         errors: dict[int, QueueError] = {}
         conn = self._pool.checkout(tube=tube)
         try:
-            self._call(conn, lambda: self._use(conn, tube))
+            self._call(conn, lambda held: self._use(held, tube))
             start = 0
             while start < len(bodies):
                 end, batch = _batch(bodies, start, priority, delay, ttr)
                 sizes = [len(body) for body in bodies[start:end]]
-                self._call(conn, lambda: self._put_batch(conn, batch, sizes, ids, errors))  # noqa: B023
+                self._call(conn, lambda held: self._put_batch(held, batch, sizes, ids, errors))  # noqa: B023
                 start = end
         except QueueConnectionError as exc:
             unknown = {index: exc for index in range(len(ids), len(bodies))}
@@ -284,18 +284,20 @@ class BeanstalkBackend(Backend):
         Connection failures are retried for ``retry_for`` seconds, except for a
         reserve, whose caller owns its timeout.
         """
-        give_up = time.monotonic() + (0.0 if reserving else self._retry_for)
+        give_up = 0.0  # set at the first failure: the common case never needs it
         failures = 0
         while True:
             try:
                 conn = self._pool.checkout(tube=tube, watch=watch, reserving=reserving)
                 try:
-                    return self._call(conn, lambda: command(conn))  # noqa: B023 - called at once
+                    return self._call(conn, command)
                 finally:
                     conn.lock.release()
                     self._pool.checkin(conn)
             except QueueConnectionError:
                 failures += 1
+                if failures == 1:
+                    give_up = time.monotonic() + (0.0 if reserving else self._retry_for)
                 remaining = give_up - time.monotonic()
                 if remaining <= 0:
                     raise
@@ -303,10 +305,10 @@ class BeanstalkBackend(Backend):
                 pause = random.uniform(0.5, 1.0) * min(1.0, 0.05 * 2**failures)  # noqa: S311
                 time.sleep(min(pause, remaining))
 
-    def _call(self, conn: Connection, command: Callable[[], T]) -> T:
-        """Run ``command`` with ``conn`` held, translating what the wire raises."""
+    def _call(self, conn: Connection, command: Callable[[Connection], T]) -> T:
+        """Run ``command(conn)`` with ``conn`` held, translating what the wire raises."""
         try:
-            return command()
+            return command(conn)
         except QueueError:
             raise  # already ours, e.g. Timeout (a TimeoutError, hence an OSError)
         except LOWER_ERRORS as exc:
@@ -337,7 +339,7 @@ class BeanstalkBackend(Backend):
                     "the server hands the job out again"
                 )
             try:
-                self._call(conn, lambda: wire.simple(conn.wire, command, expected))
+                self._call(conn, lambda held: wire.simple(held.wire, command, expected))
             finally:
                 if ends:
                     conn.leases -= 1
@@ -449,7 +451,7 @@ class _BeanstalkConsumer(Consumer):
         try:
             with conn.lock:
                 return self._backend._call(
-                    conn, lambda: self._backend._reserve_on(conn, self._tubes, timeout)
+                    conn, lambda held: self._backend._reserve_on(held, self._tubes, timeout)
                 )
         except Timeout:
             return None
@@ -467,33 +469,32 @@ class _BeanstalkConsumer(Consumer):
             return super().delete_and_reserve(lease, timeout)
         seconds = math.ceil(timeout)
         backend = self._backend
-        deleted = True
+
+        def send_both(held: Connection) -> None:
+            backend._watch(held, frozenset(self._tubes))
+            held.set_read_timeout(seconds + backend._timeout)
+            held.wire.send(b"delete %d\r\n%b" % (lease.job_id, wire.reserve_command(seconds)))
+
+        def read_delete(held: Connection) -> bool:
+            try:
+                held.wire.reply(b"DELETED", 0)
+                return True
+            except Refused as refused:
+                if refused.status != "NOT_FOUND":
+                    raise
+                return False
+            finally:
+                held.leases -= 1
+
         with conn.lock:
-
-            def send_both() -> None:
-                backend._watch(conn, frozenset(self._tubes))
-                conn.set_read_timeout(seconds + backend._timeout)
-                conn.wire.send(b"delete %d\r\n%b" % (lease.job_id, wire.reserve_command(seconds)))
-
-            def read_delete() -> None:
-                nonlocal deleted
-                try:
-                    conn.wire.reply(b"DELETED", 0)
-                except Refused as refused:
-                    if refused.status != "NOT_FOUND":
-                        raise
-                    deleted = False
-                finally:
-                    conn.leases -= 1
-
             backend._call(conn, send_both)
-            backend._call(conn, read_delete)
+            deleted = backend._call(conn, read_delete)
             # The delete is settled; only now may interrupt() cut the reserve short.
             if not self._start_reserving(conn):
                 backend._pool.forget(conn)  # the only way to end the reserve just sent
                 return deleted, None
             try:
-                job_id, body = backend._call(conn, lambda: wire.reserved(conn.wire))
+                job_id, body = backend._call(conn, lambda held: wire.reserved(held.wire))
                 return deleted, backend._lease_reserved(conn, self._tubes, job_id, body)
             except Timeout:
                 return deleted, None
