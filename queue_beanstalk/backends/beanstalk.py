@@ -83,7 +83,8 @@ def translate(exc: BaseException, address: str) -> QueueError:
         return QueueConnectionError(f"unexpected reply {exc.status}", address)
     if isinstance(exc, WireError):
         return QueueConnectionError(f"malformed reply: {exc}", address)
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, (TimeoutError, BlockingIOError)):
+        # BlockingIOError: the kernel's receive or send timeout ran out.
         return QueueConnectionError("no reply within the socket timeout", address)
     if isinstance(exc, OSError):
         return QueueConnectionError(f"connection failed: {exc}", address)

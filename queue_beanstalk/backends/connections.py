@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import struct
 import threading
+import time
 
 from ..errors import QueueConnectionError, QueueError
 from .wire import Wire
@@ -22,6 +24,11 @@ from .wire import Wire
 __all__ = ["DEFAULT_TUBE", "Connection", "Pool"]
 
 DEFAULT_TUBE = "default"
+
+# A connection checked in less than this long ago (seconds) is not polled for
+# staleness: a server cannot have restarted since, and a busy producer then
+# pays no system call for the check.
+FRESH = 0.001
 
 
 class Connection:
@@ -32,14 +39,18 @@ class Connection:
     """
 
     __slots__ = (
-        "_poller", "broken", "leases", "lock", "read_timeout", "sock", "used", "watched", "wire",
+        "_poller", "broken", "idle_since", "leases", "lock", "read_timeout", "sock", "used",
+        "watched", "wire",
     )  # fmt: skip
 
-    def __init__(self, sock: socket.socket, read_timeout: float) -> None:
+    def __init__(self, sock: socket.socket, timeout: float) -> None:
         self.sock = sock
         self.wire = Wire(sock)
         self.lock = threading.Lock()
-        self.read_timeout = read_timeout
+        self.read_timeout = 0.0
+        set_timeouts(sock, timeout)
+        self.read_timeout = timeout
+        self.idle_since = 0.0
         self.used = DEFAULT_TUBE
         self.watched = frozenset((DEFAULT_TUBE,))
         #: How many jobs are reserved through this connection and not yet settled.
@@ -48,19 +59,19 @@ class Connection:
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
 
-    def stale(self) -> bool:
+    def stale(self, now: float) -> bool:
         """Return whether an idle connection has something to read.
 
         Between commands beanstalkd sends nothing, so input on an idle
         connection is the end of the stream (the server restarted or went
         away), a reset, or stray bytes: using it would fail or desynchronise.
         """
-        return bool(self._poller.poll(0))
+        return now - self.idle_since > FRESH and bool(self._poller.poll(0))
 
     def set_read_timeout(self, seconds: float) -> None:
         """Bound the wait for each reply to ``seconds`` (a syscall only when it changes)."""
         if seconds != self.read_timeout:
-            self.sock.settimeout(seconds)
+            set_timeouts(self.sock, seconds, send=False)
             self.read_timeout = seconds
 
     def shut(self) -> None:
@@ -114,6 +125,7 @@ class Pool:
         """
         chosen: Connection | None = None
         stale: list[Connection] = []
+        now = time.monotonic()
         with self._lock:
             if self._closed:
                 raise QueueError("the queue factory is closed")
@@ -121,7 +133,7 @@ class Pool:
                 if conn.leases:
                     if reserving:
                         continue
-                elif conn.stale():
+                elif conn.stale(now):
                     stale.append(conn)
                     continue
                 if conn.used == tube or conn.watched == watch:
@@ -147,6 +159,7 @@ class Pool:
             if conn.broken or self._closed:
                 return
             if conn.leases or len(self._idle) < self._max_idle:
+                conn.idle_since = time.monotonic()
                 self._idle.append(conn)
                 return
             self.open.discard(conn)
@@ -161,7 +174,6 @@ class Pool:
         try:
             # Commands are small writes each awaiting a reply: Nagle would delay them.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.settimeout(self._timeout)
             conn = Connection(sock, self._timeout)
         except OSError as exc:
             sock.close()
@@ -188,3 +200,23 @@ class Pool:
             self._idle.clear()
         for conn in connections:
             conn.shut()
+
+
+def set_timeouts(sock: socket.socket, seconds: float, *, send: bool = True) -> None:
+    """Bound each receive (and send) on ``sock`` to ``seconds``.
+
+    The kernel keeps the bound (SO_RCVTIMEO, SO_SNDTIMEO) and the socket stays
+    blocking, so each receive is one system call; a Python-level timeout
+    would poll before every receive and every send. A receive that times out
+    raises ``BlockingIOError``. Where the options are missing, Python's timeout
+    is used instead.
+    """
+    whole = int(seconds)
+    interval = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+    try:
+        sock.setblocking(True)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, interval)
+        if send:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, interval)
+    except (OSError, AttributeError, struct.error):
+        sock.settimeout(seconds)
