@@ -81,9 +81,12 @@ class JsonCodec(Codec):
         if not isinstance(action, str) or not action:
             raise ValueError('body has no "action" string')
         args = document.get("args", [])
-        if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
+        if not isinstance(args, list):
             raise ValueError('body\'s "args" is not a list of strings')
-        return Message(action, args)
+        try:
+            return Message(action, args)  # checks each argument is a str
+        except TypeError as exc:
+            raise ValueError(f'body\'s "args" is not a list of strings ({exc})') from None
 
     def __repr__(self) -> str:
         return "queue_beanstalk.JsonCodec()"

@@ -135,7 +135,8 @@ class Handler:
             if self._state == "running":
                 return
             if self._state == "stopping":
-                self._join(None)
+                self._join(self._workers, None)
+                self._stopped()
             self._stopping.clear()
             self._keeper = _Keeper(self._backend, self._concurrency)
             self._consumers = [
@@ -179,7 +180,11 @@ class Handler:
         :param timeout: seconds to wait at most; None waits as long as it takes.
         :returns: True when the workers have ended, False when the timeout passed first.
         """
-        return self._join(timeout)
+        if not self._join(self._workers, timeout):
+            return False
+        with self._lock:
+            self._stopped()
+        return True
 
     def __repr__(self) -> str:
         return (
@@ -187,19 +192,24 @@ class Handler:
             f"concurrency={self._concurrency}, state={self._state!r})"
         )
 
-    def _join(self, timeout: float | None) -> bool:
+    @staticmethod
+    def _join(workers: list[threading.Thread], timeout: float | None) -> bool:
+        """Join ``workers`` within one deadline; return whether all have ended."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for worker in list(self._workers):
+        for worker in workers:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             worker.join(remaining)
             if worker.is_alive():
                 return False
-        if self._state == "stopping":
+        return True
+
+    def _stopped(self) -> None:
+        """Record that the stopped workers have ended; call with ``_lock`` held."""
+        if self._state == "stopping" and not any(w.is_alive() for w in self._workers):
             self._state = "stopped"
             if self._keeper is not None:
                 self._keeper.close()
             logger.info("handler stopped")
-        return True
 
     # Worker threads
 

@@ -330,9 +330,10 @@ class BeanstalkBackend(Backend):
         conn = lease.connection
         # A touch may find the connection busy with the next reserve once the job
         # was settled; it gives up then rather than wait out that reserve.
-        while not conn.lock.acquire(timeout=0.05):
-            if not ends and lease.settled:
-                raise NotFound(f"job {lease.job_id} was settled")
+        if not conn.lock.acquire(blocking=False):
+            while not conn.lock.acquire(timeout=0.05):
+                if not ends and lease.settled:
+                    raise NotFound(f"job {lease.job_id} was settled")
         try:
             if conn.broken:
                 raise NotFound(
