@@ -12,12 +12,17 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 from urllib.parse import SplitResult
 
 from .errors import NotFound, PutManyError, QueueError
 
 __all__ = ["Backend", "Consumer", "JobStats", "Lease", "Reserved"]
+
+
+# One lock for every lease's claim: held for two attribute reads, it is never
+# contended for long, and a lease then costs no lock of its own.
+_CLAIMS = threading.Lock()
 
 
 class Lease:
@@ -27,17 +32,16 @@ class Lease:
     beanstalkd, the connection that reserved the job). Thread-safe.
     """
 
-    __slots__ = ("_lock", "_settled", "job_id", "tube")
+    __slots__ = ("_settled", "job_id", "tube")
 
     def __init__(self, job_id: int, tube: str) -> None:
         self.job_id = job_id
         self.tube = tube
         self._settled = False
-        self._lock = threading.Lock()
 
     def claim(self) -> bool:
         """Mark the lease settled; return False if it already was (by any thread)."""
-        with self._lock:
+        with _CLAIMS:
             if self._settled:
                 return False
             self._settled = True
@@ -52,8 +56,7 @@ class Lease:
         return f"queue_beanstalk.Lease(job_id={self.job_id}, tube={self.tube!r})"
 
 
-@dataclass(frozen=True)
-class Reserved:
+class Reserved(NamedTuple):
     """A job handed out by :meth:`Backend.reserve`."""
 
     job_id: int
