@@ -95,7 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(report.text(measured, {**info, "rerun with": command}))
     if args.output is not None:
-        args.output.write_text(report.markdown(measured, info, command=command), encoding="utf-8")
+        text = report.markdown(measured, info, command=command)
+        # What the figures mean is written by hand, beside the code, and kept.
+        analysis = Path(__file__).with_name("ANALYSIS.md")
+        if analysis.exists():
+            text = text.rstrip("\n") + "\n\n" + analysis.read_text(encoding="utf-8")
+        args.output.write_text(text, encoding="utf-8")
         print(f"\nwrote {args.output}", file=sys.stderr)
     return EXIT_OK
 
