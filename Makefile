@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# pyenv keeps each Python apart; list the ones tox may use (3.10 to 3.13) so its shims find them.
-PYENV_PYTHONS := $(shell command -v pyenv >/dev/null 2>&1 && pyenv versions --bare | grep -E '^3\.1[0-3]\.[0-9]+$$' | tr '\n' ':')
+# pyenv keeps each Python apart, and its shims do not pass tox's interpreter
+# discovery: put the bin folders of the ones tox may use (3.10 to 3.13) on the PATH.
+PYENV_BINS := $(shell command -v pyenv >/dev/null 2>&1 && pyenv versions --bare | grep -E '^3\.1[0-3]\.[0-9]+$$' | sed "s|^|$$(pyenv root)/versions/|; s|$$|/bin|" | paste -sd: -)
 
 .PHONY: test lint tox demo beanstalkd clean
 
@@ -19,7 +20,7 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy
 
 tox: $(VENV)/.installed beanstalkd
-	PYENV_VERSION="$(PYENV_PYTHONS)$${PYENV_VERSION:-}" $(BIN)/tox
+	$(if $(PYENV_BINS),PATH="$(PYENV_BINS):$$PATH") $(BIN)/tox
 
 demo: $(VENV)/.installed
 	@$(MAKE) --no-print-directory beanstalkd || echo "demo: could not install beanstalkd; the demo will use memory://"

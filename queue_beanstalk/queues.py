@@ -100,6 +100,8 @@ class Queue:
         :raises PutManyError: when some messages were not stored: its ``ids``
             and ``errors`` say which and why (a message over the size limit
             stops the whole batch before anything is sent).
+        :raises QueueConnectionError: when the server cannot be reached at all
+            (nothing was stored).
         """
         batch = list(messages)
         for index, message in enumerate(batch):

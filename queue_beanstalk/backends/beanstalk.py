@@ -438,6 +438,7 @@ class _BeanstalkConsumer(Consumer):
     def __init__(self, backend: BeanstalkBackend, tubes: Sequence[str]) -> None:
         self.backend = self._backend = backend
         self._tubes = tuple(tubes)
+        self._watching = frozenset(tubes)
         self._conn: Connection | None = None
         # Guards _interrupted and _reserving, so interrupt() shuts the socket only
         # while a reserve is under way, never while the worker holds a job.
@@ -448,7 +449,7 @@ class _BeanstalkConsumer(Consumer):
     def reserve(self, timeout: float) -> Reserved | None:
         """Reserve a job; see :meth:`Consumer.reserve`."""
         conn = self._connection()
-        if not self._start_reserving(conn):
+        if not self._start_reserving():
             return None
         try:
             with conn.lock:
@@ -473,7 +474,7 @@ class _BeanstalkConsumer(Consumer):
         backend = self._backend
 
         def send_both(held: Connection) -> None:
-            backend._watch(held, frozenset(self._tubes))
+            backend._watch(held, self._watching)
             held.set_read_timeout(seconds + backend._timeout)
             held.wire.send(b"delete %d\r\n%b" % (lease.job_id, wire.reserve_command(seconds)))
 
@@ -492,7 +493,7 @@ class _BeanstalkConsumer(Consumer):
             backend._call(conn, send_both)
             deleted = backend._call(conn, read_delete)
             # The delete is settled; only now may interrupt() cut the reserve short.
-            if not self._start_reserving(conn):
+            if not self._start_reserving():
                 backend._pool.forget(conn)  # the only way to end the reserve just sent
                 return deleted, None
             try:
@@ -529,7 +530,7 @@ class _BeanstalkConsumer(Consumer):
             conn = self._conn = self._backend._pool.connect()
         return conn
 
-    def _start_reserving(self, conn: Connection) -> bool:
+    def _start_reserving(self) -> bool:
         with self._state:
             if self._interrupted:
                 return False
