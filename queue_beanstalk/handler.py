@@ -59,11 +59,14 @@ class Retry(Exception):
     buried by its next failure.
 
     :param delay: seconds before the message can be got again (rounded up).
+    :raises ValueError: for a negative delay, or one over beanstalkd's bound.
+    :raises TypeError: for a delay that is not seconds.
     """
 
     def __init__(self, delay: Seconds = 0) -> None:
-        super().__init__(f"retry in {delay}s")
-        self.delay = delay
+        #: Whole seconds (rounded up) before the message can be got again.
+        self.delay = whole_seconds(delay, "Retry delay")
+        super().__init__(f"retry in {self.delay}s")
 
 
 class Bury(Exception):
@@ -138,7 +141,7 @@ class Handler:
                 self._join(self._workers, None)
                 self._stopped()
             self._stopping.clear()
-            self._keeper = _Keeper(self._backend, self._concurrency)
+            self._keeper = _Keeper(self._backend, self._concurrency, self._stopping)
             self._consumers = [
                 self._backend.consumer(self._names) for _ in range(self._concurrency)
             ]
@@ -267,7 +270,7 @@ class Handler:
         try:
             self._func(message)
         except Retry as request:
-            self._settle(lease, "release", whole_seconds(request.delay, "Retry delay"))
+            self._settle(lease, "release", request.delay)
         except Bury:
             self._settle(lease, "bury", 0)
         except BaseException:
@@ -282,14 +285,16 @@ class Handler:
 
     def _fail(self, lease: Lease, message: Message) -> None:
         try:
-            attempts = self._backend.stats_job(lease.job_id).reserves
+            stats = self._backend.stats_job(lease.job_id)
+            attempts, priority = stats.reserves, stats.priority
         except QueueError:
-            attempts = 1  # the server will tell next time; a release is the safe side
+            # The server will tell next time; a release is the safe side.
+            attempts, priority = 1, self._priority
         if attempts >= self._max_attempts:
             logger.error("giving up on %r after %d attempt(s): buried", message, attempts)
-            self._settle(lease, "bury", 0)
+            self._settle(lease, "bury", 0, priority)
             return
-        self._settle(lease, "release", self._delay_for(attempts))
+        self._settle(lease, "release", self._delay_for(attempts), priority)
 
     def _delay_for(self, attempt: int) -> int:
         delay = self._retry_delay
@@ -299,20 +304,27 @@ class Handler:
             logger.exception("retry_delay failed for attempt %d; using the default", attempt)
             return whole_seconds(exponential_backoff(attempt), "retry_delay")
 
-    def _settle(self, lease: Lease, outcome: str, delay: int) -> None:
+    def _settle(self, lease: Lease, outcome: str, delay: int, priority: int | None = None) -> None:
         if lease.claim():
-            self._apply(lease, outcome, delay)
+            self._apply(lease, outcome, delay, priority)
         # else the function settled the message itself
 
-    def _apply(self, lease: Lease, outcome: str, delay: int) -> None:
-        """Delete, release or bury a claimed lease; a failure is logged, not raised."""
+    def _apply(self, lease: Lease, outcome: str, delay: int, priority: int | None = None) -> None:
+        """Delete, release or bury a claimed lease; a failure is logged, not raised.
+
+        A released or buried message keeps its priority: beanstalkd's release and
+        bury set one, so it is looked up (``stats-job``) when not given.
+        """
         try:
             if outcome == "delete":
                 self._backend.delete(lease)
-            elif outcome == "release":
-                self._backend.release(lease, priority=self._priority, delay=delay)
+                return
+            if priority is None:
+                priority = self._backend.stats_job(lease.job_id).priority
+            if outcome == "release":
+                self._backend.release(lease, priority=priority, delay=delay)
             else:
-                self._backend.bury(lease, priority=self._priority)
+                self._backend.bury(lease, priority=priority)
         except NotFound:
             _log_lost(lease, outcome)
         except QueueError as exc:
@@ -376,9 +388,10 @@ class _Keeper:
     well before it runs out, again and again until the callback returns.
     """
 
-    def __init__(self, backend: Backend, workers: int) -> None:
+    def __init__(self, backend: Backend, workers: int, stopping: threading.Event) -> None:
         self._backend = backend
         self.slots: list[_Kept | None] = [None] * workers
+        self._stopping = stopping
         self._closed = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name="queue-beanstalk-keeper", daemon=True
@@ -391,6 +404,8 @@ class _Keeper:
 
     def _run(self) -> None:
         while not self._closed.wait(SCAN):
+            if self._stopping.is_set() and not any(self.slots):
+                return  # stopped, and no callback left to keep: nothing will come
             now = time.monotonic()
             for kept in list(self.slots):
                 if kept is not None and kept.due <= now and not kept.lease.settled:

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from .backend import Backend, Lease, Reserved
 from .codec import Codec
 from .errors import DecodeError, MessageTooBig, NotFound, PutManyError, QueueError
-from .limits import Seconds, check_priority, check_ttr, to_seconds, whole_seconds
+from .limits import MAX_UINT32, Seconds, check_priority, check_ttr, to_seconds, whole_seconds
 from .message import Message
 
 __all__ = ["Queue", "decode_reserved"]
@@ -143,9 +143,12 @@ class Queue:
             about a second later (beanstalkd waits in whole seconds).
         :raises Timeout: when no message became available in time.
         :raises DecodeError: when the body cannot be decoded; that job is buried.
-        :raises ValueError: for a negative timeout.
+        :raises ValueError: for a negative timeout, or one over ``2**32 - 1``.
         """
-        reserved = self._backend.reserve((self._name,), to_seconds(timeout, "timeout"))
+        seconds = to_seconds(timeout, "timeout")
+        if seconds > MAX_UINT32:
+            raise ValueError(f"timeout must be at most {MAX_UINT32} seconds, not {timeout!r}")
+        reserved = self._backend.reserve((self._name,), seconds)
         return decode_reserved(self._backend, self._codec, reserved, self._priority)
 
     def delete(self, message: Message) -> None:

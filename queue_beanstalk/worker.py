@@ -17,7 +17,7 @@ import logging
 import os
 import signal
 import sys
-import threading
+import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 
@@ -27,6 +27,9 @@ from .queue_factory import QueueFactory
 __all__ = ["TargetError", "resolve", "run"]
 
 logger = logging.getLogger("queue_beanstalk")
+
+# Seconds between looks at the signal count: how long a signal may wait to be acted on.
+POLL = 0.1
 
 
 class TargetError(Exception):
@@ -63,15 +66,17 @@ def resolve(target: str) -> Callable[[Message], object]:
 
 
 class _Signals:
-    """Counts SIGTERM and SIGINT; the handlers only set state."""
+    """Counts SIGTERM and SIGINT.
+
+    The handler only counts: taking a lock there (even an Event's) could
+    deadlock with the main thread it interrupted.
+    """
 
     def __init__(self) -> None:
         self.received = 0
-        self.changed = threading.Event()
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         self.received += 1
-        self.changed.set()
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self)
@@ -100,11 +105,10 @@ def run(
     handler.start()
     logger.info("worker running (pid %d); SIGTERM or Ctrl-C stops it", os.getpid())
     while signals.received == 0:
-        signals.changed.wait()
-    signals.changed.clear()
+        time.sleep(POLL)  # a signal cuts the sleep short only to run the handler
     logger.info("stopping: waiting for callbacks in flight; a second signal exits at once")
     handler.stop()
-    while not handler.wait(0.1):
+    while not handler.wait(POLL):
         if signals.received > 1:
             logger.warning("second signal: exiting now; messages in flight go back to the server")
             queues.close()

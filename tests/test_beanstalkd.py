@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import time
 from collections.abc import Iterator
@@ -15,9 +16,13 @@ from queue_beanstalk import (
     MessageTooBig,
     NotFound,
     QueueConnectionError,
+    Timeout,
     factory,
 )
 from queue_beanstalk.testing import BeanstalkdServer
+
+from .conftest import StartFake
+from .support import Reply
 
 
 def _counters(url: str) -> dict[str, int]:
@@ -118,3 +123,37 @@ def test_put_to_a_server_that_is_not_there_fails_fast(server: BeanstalkdServer) 
         with pytest.raises(ConnectionError, match=f"127.0.0.1:{server.port}"):
             queues.get("nowhere").put(Message("x"))
         assert time.monotonic() - started < 2
+
+
+def test_an_abandoned_message_does_not_pin_its_connection(beanstalkd_url: str, tube: str) -> None:
+    with factory(beanstalkd_url) as queues:
+        queue = queues.get(tube)
+        backend = queues.backend
+        assert isinstance(backend, BeanstalkBackend)
+        for _ in range(5):
+            queue.put(Message("dropped"), ttr=1)
+            message = queue.get(timeout=1)
+            del message  # never settled: the server takes it back after its ttr
+            gc.collect()
+        assert len(backend._pool.open) == 1
+
+
+def test_a_long_get_does_not_stretch_the_next_replys_timeout(
+    fake_beanstalkd: StartFake,
+) -> None:
+    server = fake_beanstalkd(
+        {
+            b"watch": [Reply(b"WATCHING 2\r\n")],
+            b"ignore": [Reply(b"WATCHING 1\r\n")],
+            b"reserve-with-timeout": [Reply(b"TIMED_OUT\r\n")] * 100_000,
+        }
+    )
+    with factory(server.url, timeout=0.1) as queues:
+        queue = queues.get("q")
+        with pytest.raises(Timeout):
+            queue.get(timeout=2)
+        started = time.monotonic()
+        with pytest.raises(QueueConnectionError, match="socket timeout"):
+            queue.put(Message("into silence"))
+        # 0.1 s, not the 1.1 s the last reserve of the get waited.
+        assert time.monotonic() - started < 0.8

@@ -361,6 +361,11 @@ def test_negative_or_non_finite_times_are_value_errors(
         queue.get(timeout=bad)
 
 
+def test_a_timeout_over_beanstalkds_bound_is_a_value_error(queues: QueueFactory, tube: str) -> None:
+    with pytest.raises(ValueError, match="at most"):
+        queues.get(tube).get(timeout=2**33)
+
+
 def test_wrong_types_are_type_errors(queues: QueueFactory, tube: str) -> None:
     queue = queues.get(tube)
     with pytest.raises(TypeError):

@@ -383,3 +383,55 @@ def test_handler_arguments_are_checked(queues: QueueFactory, tube: str) -> None:
 def test_default_backoff_doubles_up_to_a_cap() -> None:
     assert [exponential_backoff(n) for n in (1, 2, 3, 4)] == [1, 2, 4, 8]
     assert exponential_backoff(100) == 300
+
+
+def test_a_bad_retry_delay_is_a_failure_not_a_dead_worker(
+    queues: QueueFactory, tube: str, stopping: list[Handler]
+) -> None:
+    with pytest.raises(ValueError, match="Retry delay"):
+        Retry(-1)
+    calls: list[str] = []
+
+    def handle(message: Message) -> None:
+        calls.append(message.action)
+        if message.action == "bad" and calls.count("bad") == 1:
+            raise Retry(-1)
+
+    handler = queues.handler(handle, tube, retry_delay=0)
+    stopping.append(handler)
+    queues.get(tube).put(Message("bad"))
+    handler.start()
+    eventually(lambda: calls.count("bad") == 2)
+    queues.get(tube).put(Message("next"))
+    eventually(lambda: "next" in calls)
+
+
+def test_a_released_or_buried_message_keeps_its_priority(
+    queues: QueueFactory, tube: str, stopping: list[Handler]
+) -> None:
+    seen: list[int | None] = []
+
+    def fail(message: Message) -> None:
+        seen.append(message.id)
+        raise RuntimeError("fails")
+
+    handler = queues.handler(fail, tube, max_attempts=2, retry_delay=0)
+    stopping.append(handler)
+    job_id = queues.get(tube).put(Message("urgent"), priority=5)
+    handler.start()
+    eventually(lambda: queues.backend.stats_job(job_id).state == "buried")
+    stats = queues.backend.stats_job(job_id)
+    assert (stats.releases, stats.priority) == (1, 5)
+
+
+def test_the_keeper_ends_after_stop_even_without_wait(queues: QueueFactory, tube: str) -> None:
+    def keepers() -> int:
+        return sum(t.name == "queue-beanstalk-keeper" for t in threading.enumerate())
+
+    before = keepers()
+    handler = queues.handler(lambda message: None, tube)
+    handler.start()
+    assert keepers() == before + 1
+    handler.stop()
+    eventually(lambda: keepers() == before, timeout=5)
+    assert handler.wait(5)

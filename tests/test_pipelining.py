@@ -171,3 +171,13 @@ def test_delete_and_reserve_reports_a_lost_reservation(queues: QueueFactory, tub
     finally:
         first.close()
         second.close()
+
+
+def test_closing_a_consumer_gives_back_what_it_holds(queues: QueueFactory, tube: str) -> None:
+    job_id = queues.get(tube).put(Message("held"))
+    consumer = queues.backend.consumer([tube])
+    held = consumer.reserve(1)
+    assert held is not None
+    assert queues.backend.stats_job(job_id).state == "reserved"
+    consumer.close()
+    eventually(lambda: queues.backend.stats_job(job_id).state == "ready", timeout=5)

@@ -93,7 +93,7 @@ def translate(exc: BaseException, address: str) -> QueueError:
 
 
 class _BeanstalkLease(Lease):
-    __slots__ = ("backend", "connection")
+    __slots__ = ("__weakref__", "backend", "connection")
 
     def __init__(self, job_id: int, tube: str, connection: Connection, backend: object) -> None:
         super().__init__(job_id, tube)
@@ -341,10 +341,11 @@ class BeanstalkBackend(Backend):
                     "the server hands the job out again"
                 )
             try:
+                conn.set_read_timeout(self._timeout)
                 self._call(conn, lambda held: wire.simple(held.wire, command, expected))
             finally:
                 if ends:
-                    conn.leases -= 1
+                    conn.leases.discard(lease)
         finally:
             conn.lock.release()
 
@@ -373,7 +374,9 @@ class BeanstalkBackend(Backend):
                 ids.append(conn.wire.reply_int(b"INSERTED"))
             except Refused as refused:
                 if refused.status == "JOB_TOO_BIG":
-                    error: QueueError = self._too_big(size)
+                    # No other command mid-batch: the limit is asked again next time.
+                    error: QueueError = MessageTooBig(size, self._max_job_size or 0)
+                    self._max_job_size = None
                 else:
                     error = translate(refused, self.address)
                     if isinstance(error, QueueConnectionError):
@@ -407,8 +410,9 @@ class BeanstalkBackend(Backend):
             tube = tubes[0]
         else:  # the RESERVED reply does not say which tube the job came from
             tube = _field(wire.stats(conn.wire, b"stats-job %d\r\n" % job_id), "tube")
-        conn.leases += 1
-        return Reserved(job_id, body, tube, _BeanstalkLease(job_id, tube, conn, self))
+        lease = _BeanstalkLease(job_id, tube, conn, self)
+        conn.leases.add(lease)
+        return Reserved(job_id, body, tube, lease)
 
     def _watch(self, conn: Connection, tubes: frozenset[str]) -> None:
         if conn.watched == tubes:
@@ -426,7 +430,7 @@ class BeanstalkBackend(Backend):
                 "connection to %s lost with %d reserved job(s); the server hands them out "
                 "again: %r",
                 self.address,
-                conn.leases,
+                len(conn.leases),
                 error,
             )
         self._pool.forget(conn)
@@ -487,7 +491,7 @@ class _BeanstalkConsumer(Consumer):
                     raise
                 return False
             finally:
-                held.leases -= 1
+                held.leases.discard(lease)
 
         with conn.lock:
             backend._call(conn, send_both)
@@ -497,8 +501,12 @@ class _BeanstalkConsumer(Consumer):
                 backend._pool.forget(conn)  # the only way to end the reserve just sent
                 return deleted, None
             try:
-                job_id, body = backend._call(conn, lambda held: wire.reserved(held.wire))
-                return deleted, backend._lease_reserved(conn, self._tubes, job_id, body)
+                return deleted, backend._call(
+                    conn,
+                    lambda held: backend._lease_reserved(
+                        held, self._tubes, *wire.reserved(held.wire)
+                    ),
+                )
             except Timeout:
                 return deleted, None
             except QueueConnectionError:

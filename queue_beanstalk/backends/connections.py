@@ -17,7 +17,9 @@ import socket
 import struct
 import threading
 import time
+import weakref
 
+from ..backend import Lease
 from ..errors import QueueConnectionError, QueueError
 from .wire import Wire
 
@@ -53,8 +55,9 @@ class Connection:
         self.idle_since = 0.0
         self.used = DEFAULT_TUBE
         self.watched = frozenset((DEFAULT_TUBE,))
-        #: How many jobs are reserved through this connection and not yet settled.
-        self.leases = 0
+        #: The leases of jobs reserved through this connection and not yet settled.
+        #: Weak: a message its user dropped unsettled does not pin the connection.
+        self.leases: weakref.WeakSet[Lease] = weakref.WeakSet()
         self.broken = False
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
@@ -66,6 +69,8 @@ class Connection:
         connection is the end of the stream (the server restarted or went
         away), a reset, or stray bytes: using it would fail or desynchronise.
         """
+        if self.wire.pending():
+            return True
         return now - self.idle_since > FRESH and bool(self._poller.poll(0))
 
     def set_read_timeout(self, seconds: float) -> None:
@@ -120,37 +125,43 @@ class Pool:
         """Return an idle connection (or a new one) with its lock held.
 
         Prefers one already using ``tube`` or watching ``watch``; with
-        ``reserving``, only one that holds no reservation. Stale idle
-        connections are closed on the way.
+        ``reserving``, only one that holds no reservation. A stale connection
+        is closed on the way (its reservations are lost with it). The one
+        returned waits at most the pool's timeout for each reply.
         """
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise QueueError("the queue factory is closed")
+                chosen = self._choose(tube, watch, reserving)
+            if chosen is None:
+                chosen = self.connect()
+                chosen.lock.acquire()
+                return chosen
+            chosen.lock.acquire()
+            # Checked with its lock held: no settle is under way on it, so
+            # anything waiting to be read is not a reply anyone expects.
+            if not chosen.broken and not chosen.stale(time.monotonic()):
+                chosen.set_read_timeout(self._timeout)
+                return chosen
+            chosen.lock.release()
+            self.forget(chosen)
+
+    def _choose(
+        self, tube: str | None, watch: frozenset[str] | None, reserving: bool
+    ) -> Connection | None:
+        """Take the best idle connection out of the idle list; call with ``_lock`` held."""
         chosen: Connection | None = None
-        stale: list[Connection] = []
-        now = time.monotonic()
-        with self._lock:
-            if self._closed:
-                raise QueueError("the queue factory is closed")
-            for conn in reversed(self._idle):
-                if conn.leases:
-                    if reserving:
-                        continue
-                elif conn.stale(now):
-                    stale.append(conn)
-                    continue
-                if conn.used == tube or conn.watched == watch:
-                    chosen = conn
-                    break
-                if chosen is None:
-                    chosen = conn
-            for conn in stale:
-                self._idle.remove(conn)
-                self.open.discard(conn)
-            if chosen is not None:
-                self._idle.remove(chosen)
-        for conn in stale:
-            conn.shut()
-        if chosen is None:
-            chosen = self.connect()
-        chosen.lock.acquire()
+        for conn in reversed(self._idle):
+            if reserving and conn.leases:
+                continue
+            if conn.used == tube or conn.watched == watch:
+                chosen = conn
+                break
+            if chosen is None:
+                chosen = conn
+        if chosen is not None:
+            self._idle.remove(chosen)
         return chosen
 
     def checkin(self, conn: Connection) -> None:

@@ -127,6 +127,8 @@ class MemoryBackend(Backend):
                 job = self._pop_ready(tubes)
                 if job is not None:
                     lease = Lease(job.id, job.tube)
+                    if consumer is not None:
+                        consumer.leases.append(lease)
                     job.owner = lease
                     job.reserves += 1
                     self._schedule(job, "reserved", now + job.ttr)
@@ -219,6 +221,15 @@ class MemoryBackend(Backend):
     def __repr__(self) -> str:
         return f"queue_beanstalk.MemoryBackend(max_job_size={self._max_job_size})"
 
+    def _give_back(self, leases: Sequence[Lease]) -> None:
+        """Make jobs still reserved through ``leases`` ready, as a closed connection does."""
+        with self._changed:
+            for lease in leases:
+                job = self._jobs.get(lease.job_id)
+                if job is not None and job.state == "reserved" and job.owner is lease:
+                    job.owner = None
+                    self._make_ready(job)
+
     # Everything below runs with self._changed held.
 
     def _check_open(self) -> None:
@@ -280,6 +291,9 @@ class _MemoryConsumer(Consumer):
         self.backend = self._backend = backend
         self._tubes = tuple(tubes)
         self.interrupted = False
+        #: What this consumer reserved; close() gives back what is still held,
+        #: as beanstalkd does when a connection closes.
+        self.leases: list[Lease] = []
 
     def reserve(self, timeout: float) -> Reserved | None:
         """Reserve a job; see :meth:`Consumer.reserve`."""
@@ -292,4 +306,6 @@ class _MemoryConsumer(Consumer):
             self._backend._changed.notify_all()
 
     def close(self) -> None:
-        """Nothing to let go of: the jobs live in the backend."""
+        """Make the jobs this consumer still holds ready again; see :meth:`Consumer.close`."""
+        self._backend._give_back(self.leases)
+        self.leases.clear()

@@ -87,6 +87,10 @@ class Wire:
         self._buffer = bytearray()
         self._start = 0
 
+    def pending(self) -> bool:
+        """Return whether bytes were received and not yet read as a reply."""
+        return len(self._buffer) > self._start
+
     def send(self, data: bytes) -> None:
         """Write ``data`` (one or more whole commands)."""
         self.sock.sendall(data)
