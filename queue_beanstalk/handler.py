@@ -116,7 +116,7 @@ class Handler:
         self._workers: list[threading.Thread] = []
         self._consumers: list[Consumer] = []
         self._keeper: _Keeper | None = None
-        self._health = _Health(backend)
+        self._health = _Health()
 
     @property
     def running(self) -> bool:
@@ -347,8 +347,7 @@ def _backoff(failures: int) -> float:
 class _Health:
     """Logs one line when the server is lost and one when it is back, not one per attempt."""
 
-    def __init__(self, backend: Backend) -> None:
-        self._backend = backend
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._down = False
 

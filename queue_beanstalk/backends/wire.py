@@ -25,7 +25,6 @@ __all__ = [
     "WireError",
     "ignore",
     "number",
-    "put",
     "put_command",
     "reserve_command",
     "reserved",
@@ -163,12 +162,6 @@ def number(value: bytes) -> int:
 def put_command(body: bytes, priority: int, delay: int, ttr: int) -> bytes:
     """Return the bytes of a ``put`` command carrying ``body``."""
     return b"put %d %d %d %d\r\n%b\r\n" % (priority, delay, ttr, len(body), body)
-
-
-def put(wire: Wire, body: bytes, priority: int, delay: int, ttr: int) -> int:
-    """Store a job in the used tube and return its id."""
-    wire.send(put_command(body, priority, delay, ttr))
-    return wire.reply_int(b"INSERTED")
 
 
 def use(wire: Wire, tube: str) -> None:
