@@ -66,12 +66,10 @@ class Queue:
         """
         if not isinstance(message, Message):
             raise TypeError(f"put() takes a Message, not {type(message).__name__}")
+        body = self._codec.encode(message)
+        priority, seconds, ttr_seconds = self._put_options(delay, priority, ttr)
         job_id = self._backend.put(
-            self._name,
-            self._codec.encode(message),
-            priority=self._priority if priority is None else check_priority(priority),
-            delay=whole_seconds(delay, "delay"),
-            ttr=self._ttr if ttr is None else check_ttr(ttr),
+            self._name, body, priority=priority, delay=seconds, ttr=ttr_seconds
         )
         message._id = job_id
         message._queue = self._name
@@ -109,11 +107,7 @@ class Queue:
                 raise TypeError(
                     f"put_many() takes Messages; item {index} is a {type(message).__name__}"
                 )
-        options = {
-            "priority": self._priority if priority is None else check_priority(priority),
-            "delay": whole_seconds(delay, "delay"),
-            "ttr": self._ttr if ttr is None else check_ttr(ttr),
-        }
+        priority, seconds, ttr_seconds = self._put_options(delay, priority, ttr)
         bodies = [self._codec.encode(message) for message in batch]
         if not batch:
             return []
@@ -126,7 +120,9 @@ class Queue:
         if too_big:
             raise PutManyError([None] * len(bodies), too_big)
         try:
-            ids = self._backend.put_many(self._name, bodies, **options)
+            ids = self._backend.put_many(
+                self._name, bodies, priority=priority, delay=seconds, ttr=ttr_seconds
+            )
         except PutManyError as exc:
             self._mark_put(batch, exc.ids)
             raise
@@ -167,7 +163,7 @@ class Queue:
         :raises NotFound: as for :meth:`delete`.
         """
         seconds = whole_seconds(delay, "delay")
-        prio = self._priority if priority is None else check_priority(priority)
+        prio = self._priority_of(priority)
         self._backend.release(self._claim(message), priority=prio, delay=seconds)
 
     def bury(self, message: Message, *, priority: int | None = None) -> None:
@@ -175,8 +171,7 @@ class Queue:
 
         :raises NotFound: as for :meth:`delete`.
         """
-        prio = self._priority if priority is None else check_priority(priority)
-        self._backend.bury(self._claim(message), priority=prio)
+        self._backend.bury(self._claim(message), priority=self._priority_of(priority))
 
     def touch(self, message: Message) -> None:
         """Restart the time-to-run of a message got from this queue and still held.
@@ -190,6 +185,19 @@ class Queue:
 
     def __repr__(self) -> str:
         return f"queue_beanstalk.Queue(name={self._name!r}, backend={self._backend!r})"
+
+    def _priority_of(self, priority: int | None) -> int:
+        return self._priority if priority is None else check_priority(priority)
+
+    def _put_options(
+        self, delay: Seconds, priority: int | None, ttr: Seconds | None
+    ) -> tuple[int, int, int]:
+        """Return a put's priority, delay and ttr, checked, with the factory's defaults."""
+        return (
+            self._priority_of(priority),
+            whole_seconds(delay, "delay"),
+            self._ttr if ttr is None else check_ttr(ttr),
+        )
 
     def _mark_put(self, batch: list[Message], ids: Sequence[int | None]) -> None:
         for message, job_id in zip(batch, ids, strict=True):
