@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from queue_beanstalk.backends import wire
+from queue_beanstalk.backends.connections import set_timeouts
 from queue_beanstalk.backends.wire import Refused, Wire, WireError
 
 
@@ -19,6 +21,11 @@ def pair() -> Iterator[tuple[Wire, socket.socket]]:
     ours.settimeout(5)
     with ours, theirs:
         yield Wire(ours), theirs
+
+
+def _soon() -> float:
+    """A reply deadline that a reply already sent (or never coming) meets at once."""
+    return time.monotonic() + 5
 
 
 def _send_in_pieces(sock: socket.socket, data: bytes, piece: int) -> threading.Thread:
@@ -40,7 +47,7 @@ def test_replies_are_read_in_order_whatever_the_pieces(
     data = b"INSERTED 7\r\nRESERVED 7 %d\r\n%b\r\nDELETED\r\nWATCHING 2\r\n" % (len(body), body)
     sender = _send_in_pieces(server, data, piece)
     assert ours.reply_int(b"INSERTED") == 7
-    assert wire.reserved(ours) == (7, body)
+    assert wire.reserved(ours, _soon()) == (7, body)
     assert ours.reply(b"DELETED", 0) == []
     assert ours.reply_int(b"WATCHING") == 2
     sender.join()
@@ -81,7 +88,7 @@ def test_a_body_without_its_crlf_is_a_wire_error(pair: tuple[Wire, socket.socket
     ours, server = pair
     server.sendall(b"RESERVED 1 3\r\nabcXY")
     with pytest.raises(WireError, match="CRLF"):
-        wire.reserved(ours)
+        wire.reserved(ours, _soon())
 
 
 @pytest.mark.parametrize("data", [b"", b"INSERT", b"RESERVED 1 10\r\nabc"])
@@ -92,7 +99,7 @@ def test_the_end_of_the_stream_is_a_connection_error(
     server.sendall(data)
     server.shutdown(socket.SHUT_WR)
     with pytest.raises(ConnectionError, match="EOF"):
-        wire.reserved(ours)
+        wire.reserved(ours, _soon())
 
 
 def test_stats_are_parsed_and_checked(pair: tuple[Wire, socket.socket]) -> None:
@@ -109,3 +116,37 @@ def test_stats_are_parsed_and_checked(pair: tuple[Wire, socket.socket]) -> None:
 
 def test_put_command_carries_the_body_and_its_length() -> None:
     assert wire.put_command(b"a\r\nb", 1, 2, 3) == b"put 1 2 3 4\r\na\r\nb\r\n"
+
+
+def _kernel_timeout(sock: socket.socket, seconds: float) -> None:
+    set_timeouts(sock, seconds)
+
+
+def _python_timeout(sock: socket.socket, seconds: float) -> None:
+    sock.settimeout(seconds)
+
+
+@pytest.mark.parametrize("timeout", [_kernel_timeout, _python_timeout])
+def test_a_reply_may_come_after_the_socket_timeout_but_before_the_deadline(
+    pair: tuple[Wire, socket.socket], timeout: Callable[[socket.socket, float], None]
+) -> None:
+    ours, server = pair
+    timeout(ours.sock, 0.1)
+    late = threading.Timer(0.4, server.sendall, (b"RESERVED 3 2\r\nhi\r\n",))
+    late.start()
+    started = time.monotonic()
+    assert wire.reserved(ours, started + 5) == (3, b"hi")
+    assert time.monotonic() - started >= 0.3
+    late.join()
+
+
+@pytest.mark.parametrize("timeout", [_kernel_timeout, _python_timeout])
+def test_waiting_for_a_reply_ends_at_the_deadline(
+    pair: tuple[Wire, socket.socket], timeout: Callable[[socket.socket, float], None]
+) -> None:
+    ours, _ = pair
+    timeout(ours.sock, 0.1)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        wire.reserved(ours, started + 0.5)
+    assert 0.45 <= time.monotonic() - started < 2

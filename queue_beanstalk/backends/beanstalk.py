@@ -341,7 +341,6 @@ class BeanstalkBackend(Backend):
                     "the server hands the job out again"
                 )
             try:
-                conn.set_read_timeout(self._timeout)
                 self._call(conn, lambda held: wire.simple(held.wire, command, expected))
             finally:
                 if ends:
@@ -390,10 +389,9 @@ class BeanstalkBackend(Backend):
         deadline = time.monotonic() + timeout
         while True:
             seconds = math.ceil(max(0.0, deadline - time.monotonic()))
-            conn.set_read_timeout(seconds + self._timeout)
             conn.wire.send(wire.reserve_command(seconds))
             try:
-                job_id, body = wire.reserved(conn.wire)
+                job_id, body = wire.reserved(conn.wire, time.monotonic() + seconds + self._timeout)
                 break
             except Refused as refused:
                 # beanstalkd counts whole seconds; never give up before the deadline.
@@ -479,8 +477,9 @@ class _BeanstalkConsumer(Consumer):
 
         def send_both(held: Connection) -> None:
             backend._watch(held, self._watching)
-            held.set_read_timeout(seconds + backend._timeout)
             held.wire.send(b"delete %d\r\n%b" % (lease.job_id, wire.reserve_command(seconds)))
+
+        reply_by = time.monotonic() + seconds + backend._timeout
 
         def read_delete(held: Connection) -> bool:
             try:
@@ -504,7 +503,7 @@ class _BeanstalkConsumer(Consumer):
                 return deleted, backend._call(
                     conn,
                     lambda held: backend._lease_reserved(
-                        held, self._tubes, *wire.reserved(held.wire)
+                        held, self._tubes, *wire.reserved(held.wire, reply_by)
                     ),
                 )
             except Timeout:

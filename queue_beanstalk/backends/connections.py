@@ -12,7 +12,6 @@ watches, so ``use``/``watch`` cost a round trip only when they change.
 from __future__ import annotations
 
 import contextlib
-import select
 import socket
 import struct
 import threading
@@ -40,18 +39,13 @@ class Connection:
     only with it held, except ``broken``, which only ever becomes True.
     """
 
-    __slots__ = (
-        "_poller", "broken", "idle_since", "leases", "lock", "read_timeout", "sock", "used",
-        "watched", "wire",
-    )  # fmt: skip
+    __slots__ = ("broken", "idle_since", "leases", "lock", "sock", "used", "watched", "wire")
 
     def __init__(self, sock: socket.socket, timeout: float) -> None:
         self.sock = sock
         self.wire = Wire(sock)
         self.lock = threading.Lock()
-        self.read_timeout = 0.0
         set_timeouts(sock, timeout)
-        self.read_timeout = timeout
         self.idle_since = 0.0
         self.used = DEFAULT_TUBE
         self.watched = frozenset((DEFAULT_TUBE,))
@@ -59,8 +53,6 @@ class Connection:
         #: Weak: a message its user dropped unsettled does not pin the connection.
         self.leases: weakref.WeakSet[Lease] = weakref.WeakSet()
         self.broken = False
-        self._poller = select.poll()
-        self._poller.register(sock, select.POLLIN)
 
     def stale(self, now: float) -> bool:
         """Return whether an idle connection has something to read.
@@ -71,13 +63,7 @@ class Connection:
         """
         if self.wire.pending():
             return True
-        return now - self.idle_since > FRESH and bool(self._poller.poll(0))
-
-    def set_read_timeout(self, seconds: float) -> None:
-        """Bound the wait for each reply to ``seconds`` (a syscall only when it changes)."""
-        if seconds != self.read_timeout:
-            set_timeouts(self.sock, seconds, send=False)
-            self.read_timeout = seconds
+        return now - self.idle_since > FRESH and self.wire.readable(0)
 
     def shut(self) -> None:
         """Close the socket, waking any thread blocked reading it."""
@@ -142,7 +128,6 @@ class Pool:
             # Checked with its lock held: no settle is under way on it, so
             # anything waiting to be read is not a reply anyone expects.
             if not chosen.broken and not chosen.stale(time.monotonic()):
-                chosen.set_read_timeout(self._timeout)
                 return chosen
             chosen.lock.release()
             self.forget(chosen)
@@ -213,8 +198,8 @@ class Pool:
             conn.shut()
 
 
-def set_timeouts(sock: socket.socket, seconds: float, *, send: bool = True) -> None:
-    """Bound each receive (and send) on ``sock`` to ``seconds``.
+def set_timeouts(sock: socket.socket, seconds: float) -> None:
+    """Bound each receive and send on ``sock`` to ``seconds``.
 
     The kernel keeps the bound (SO_RCVTIMEO, SO_SNDTIMEO) and the socket stays
     blocking, so each receive is one system call; a Python-level timeout
@@ -227,7 +212,6 @@ def set_timeouts(sock: socket.socket, seconds: float, *, send: bool = True) -> N
     try:
         sock.setblocking(True)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, interval)
-        if send:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, interval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, interval)
     except (OSError, AttributeError, struct.error):
         sock.settimeout(seconds)

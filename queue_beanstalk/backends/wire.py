@@ -16,7 +16,10 @@ per connection.
 
 from __future__ import annotations
 
+import math
+import select
 import socket
+import time
 
 __all__ = [
     "ERROR_STATUSES",
@@ -79,16 +82,40 @@ class Wire:
     :param sock: a connected socket; its timeout bounds every read and write.
     """
 
-    __slots__ = ("_buffer", "_start", "sock")
+    __slots__ = ("_buffer", "_poller", "_start", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._buffer = bytearray()
         self._start = 0
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLIN)
 
     def pending(self) -> bool:
         """Return whether bytes were received and not yet read as a reply."""
         return len(self._buffer) > self._start
+
+    def readable(self, seconds: float) -> bool:
+        """Return whether the socket has input (or hit its end) within ``seconds``."""
+        return bool(self._poller.poll(max(0, math.ceil(seconds * 1000))))
+
+    def wait(self, deadline: float) -> None:
+        """Block until the next reply starts to arrive, for as long as until ``deadline``.
+
+        For a reply that may come later than the socket's timeout allows (a
+        blocking reserve). The first wait is the socket's own receive; only
+        when that times out is the rest, to ``deadline`` (``time.monotonic()``),
+        waited with a poll, so the common case costs no extra system call.
+
+        :raises TimeoutError: when nothing arrived by ``deadline``.
+        """
+        if self.pending():
+            return
+        try:
+            self._fill()
+        except (BlockingIOError, TimeoutError):  # the socket's receive timeout ran out
+            if not self.readable(deadline - time.monotonic()):
+                raise TimeoutError("no reply by the deadline") from None
 
     def send(self, data: bytes) -> None:
         """Write ``data`` (one or more whole commands)."""
@@ -187,8 +214,13 @@ def reserve_command(seconds: int) -> bytes:
     return b"reserve-with-timeout %d\r\n" % seconds
 
 
-def reserved(wire: Wire) -> tuple[int, bytes]:
-    """Read a reserve's reply: the job's id and body (``TIMED_OUT`` is Refused)."""
+def reserved(wire: Wire, deadline: float) -> tuple[int, bytes]:
+    """Read a reserve's reply: the job's id and body (``TIMED_OUT`` is Refused).
+
+    :param deadline: when (``time.monotonic()``) to give up waiting for the
+        reply: the reserve's own timeout plus the allowance for a reply.
+    """
+    wire.wait(deadline)
     job_id, size = wire.reply(b"RESERVED", 2)
     return number(job_id), wire.body(number(size))
 
