@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from queue_beanstalk import Codec, DecodeError, JsonCodec, Message, factory
+from queue_beanstalk.codec import _loads
 
 codec = JsonCodec()
 
@@ -53,6 +55,10 @@ def test_decode_accepts_spaces_and_any_key_order() -> None:
     assert codec.decode(body) == Message("x", ["a"])
 
 
+def test_decode_accepts_whitespace_around_the_object() -> None:
+    assert codec.decode(b' \n{"action":"x"}\r\n ') == Message("x")
+
+
 def test_decode_accepts_a_missing_args() -> None:
     message = codec.decode(b'{"action":"x"}')
     assert message == Message("x")
@@ -78,6 +84,8 @@ def test_decode_gives_a_fresh_message() -> None:
         (b"", "not JSON"),
         (b"{", "not JSON"),
         (b"action=x", "not JSON"),
+        (b'{"action":"x"} {}', "not JSON (Extra data at position 15)"),
+        (b'{"action":"x', "not JSON (Unterminated string"),
         (b'["x", "a"]', "JSON list, not an object"),
         (b"42", "JSON int, not an object"),
         (b"4.2", "JSON float, not an object"),
@@ -180,3 +188,29 @@ def test_codec_json_by_name() -> None:
 def test_an_unknown_codec_is_refused(value: object) -> None:
     with pytest.raises(ValueError, match="codec must be a Codec"):
         factory("memory://", codec=value)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+    max_leaves=10,
+)
+_padding = st.sampled_from(["", " ", "\n", " \t\r\n"])
+
+
+@given(
+    value=_json_values, before=_padding, after=_padding, garbage=st.sampled_from(["", "x", "{}"])
+)
+def test_json_is_read_as_json_loads_reads_it(
+    value: object, before: str, after: str, garbage: str
+) -> None:
+    text = before + json.dumps(value) + after + garbage
+    assert _outcome(_loads, text) == _outcome(json.loads, text)
+
+
+def _outcome(loads: Callable[[str], object], text: str) -> tuple[str, object]:
+    """What ``loads`` makes of ``text``: its value, or its error's message and position."""
+    try:
+        return "value", loads(text)
+    except json.JSONDecodeError as exc:
+        return "error", (exc.msg, exc.pos)

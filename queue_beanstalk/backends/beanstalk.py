@@ -344,7 +344,7 @@ class BeanstalkBackend(Backend):
                 self._call(conn, lambda held: wire.simple(held.wire, command, expected))
             finally:
                 if ends:
-                    conn.leases.discard(lease)
+                    conn.let_go(lease)
         finally:
             conn.lock.release()
 
@@ -409,7 +409,7 @@ class BeanstalkBackend(Backend):
         else:  # the RESERVED reply does not say which tube the job came from
             tube = _field(wire.stats(conn.wire, b"stats-job %d\r\n" % job_id), "tube")
         lease = _BeanstalkLease(job_id, tube, conn, self)
-        conn.leases.add(lease)
+        conn.hold(lease)
         return Reserved(job_id, body, tube, lease)
 
     def _watch(self, conn: Connection, tubes: frozenset[str]) -> None:
@@ -423,12 +423,13 @@ class BeanstalkBackend(Backend):
         conn.watched = tubes
 
     def _drop(self, conn: Connection, error: BaseException) -> None:
-        if conn.leases:
+        held = conn.holding()
+        if held:
             logger.warning(
                 "connection to %s lost with %d reserved job(s); the server hands them out "
                 "again: %r",
                 self.address,
-                len(conn.leases),
+                held,
                 error,
             )
         self._pool.forget(conn)
@@ -490,7 +491,7 @@ class _BeanstalkConsumer(Consumer):
                     raise
                 return False
             finally:
-                held.leases.discard(lease)
+                held.let_go(lease)
 
         with conn.lock:
             backend._call(conn, send_both)

@@ -39,7 +39,7 @@ class Connection:
     only with it held, except ``broken``, which only ever becomes True.
     """
 
-    __slots__ = ("broken", "idle_since", "leases", "lock", "sock", "used", "watched", "wire")
+    __slots__ = ("_held", "broken", "idle_since", "lock", "sock", "used", "watched", "wire")
 
     def __init__(self, sock: socket.socket, timeout: float) -> None:
         self.sock = sock
@@ -49,10 +49,31 @@ class Connection:
         self.idle_since = 0.0
         self.used = DEFAULT_TUBE
         self.watched = frozenset((DEFAULT_TUBE,))
-        #: The leases of jobs reserved through this connection and not yet settled.
-        #: Weak: a message its user dropped unsettled does not pin the connection.
-        self.leases: weakref.WeakSet[Lease] = weakref.WeakSet()
+        # The leases of jobs reserved through this connection and not yet
+        # settled, by id(). Weak: a message its user dropped unsettled does not
+        # pin the connection. A dict of refs, not a WeakSet, whose methods are
+        # Python code on every reserve and settle.
+        self._held: dict[int, weakref.ReferenceType[Lease]] = {}
         self.broken = False
+
+    def hold(self, lease: Lease) -> None:
+        """Record a job reserved through this connection."""
+        self._held[id(lease)] = weakref.ref(lease)
+
+    def let_go(self, lease: Lease) -> None:
+        """Forget a job settled (or lost) through this connection."""
+        self._held.pop(id(lease), None)
+
+    def holding(self) -> int:
+        """Return how many reserved jobs this connection holds, forgetting dropped leases.
+
+        Safe to call while another thread holds or lets go: it reads a snapshot.
+        """
+        held = self._held
+        for key, ref in list(held.items()):
+            if ref() is None:
+                held.pop(key, None)
+        return len(held)
 
     def stale(self, now: float) -> bool:
         """Return whether an idle connection has something to read.
@@ -138,7 +159,7 @@ class Pool:
         """Take the best idle connection out of the idle list; call with ``_lock`` held."""
         chosen: Connection | None = None
         for conn in reversed(self._idle):
-            if reserving and conn.leases:
+            if reserving and conn.holding():
                 continue
             if conn.used == tube or conn.watched == watch:
                 chosen = conn
@@ -154,7 +175,7 @@ class Pool:
         with self._lock:
             if conn.broken or self._closed:
                 return
-            if conn.leases or len(self._idle) < self._max_idle:
+            if len(self._idle) < self._max_idle or conn.holding():
                 conn.idle_since = time.monotonic()
                 self._idle.append(conn)
                 return
