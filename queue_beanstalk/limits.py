@@ -69,6 +69,8 @@ def to_seconds(value: object, what: str) -> float:
     :raises TypeError: for anything else (``bool`` included).
     :raises ValueError: for a negative, infinite or NaN value.
     """
+    if type(value) is int and value >= 0:
+        return value  # the common case, kept cheap
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -97,7 +99,7 @@ def whole_seconds(value: object, what: str) -> int:
 
     :raises ValueError: when negative or above ``2**32 - 1``.
     """
-    if isinstance(value, int) and value.__class__ is not bool and 0 <= value <= MAX_UINT32:
+    if type(value) is int and 0 <= value <= MAX_UINT32:
         return value  # the common case, kept cheap
     seconds = math.ceil(to_seconds(value, what))
     if seconds > MAX_UINT32:

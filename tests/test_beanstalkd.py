@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -12,6 +13,7 @@ import pytest
 
 from queue_beanstalk import (
     BeanstalkBackend,
+    JsonCodec,
     Message,
     MessageTooBig,
     NotFound,
@@ -157,3 +159,43 @@ def test_a_long_get_does_not_stretch_the_next_replys_timeout(
             queue.put(Message("into silence"))
         # 0.1 s, not the 1.1 s the last reserve of the get waited.
         assert time.monotonic() - started < 0.8
+
+
+def test_a_server_restarted_with_a_lower_limit_refuses_with_its_new_limit(
+    server: BeanstalkdServer,
+) -> None:
+    with factory(server.url) as queues:
+        queue = queues.get("limits")
+        queue.put(Message("small"))  # the factory learns the server's limit, 65,535
+        server.stop()
+        with BeanstalkdServer(port=server.port, max_job_size=100):
+            # The thread now uses this connection in place; asking the new limit
+            # from inside the refused put must take another, never wait for it.
+            queue.put(Message("small"))
+            big = Message("big", ["x" * 500])
+            with pytest.raises(MessageTooBig) as caught:
+                queue.put(big)
+            assert (caught.value.size, caught.value.limit) == (len(JsonCodec().encode(big)), 100)
+            queue.put(Message("small again"))  # the connection is still good
+
+
+def test_a_get_never_waits_on_the_connection_that_holds_the_threads_last_message(
+    beanstalkd_url: str, tube: str
+) -> None:
+    with factory(beanstalkd_url) as queues:
+        queue = queues.get(tube)
+        queue.put(Message("held"))
+        held = queue.get(timeout=1)
+        settled_after: list[float] = []
+        started = time.monotonic()
+
+        def settle() -> None:
+            queue.delete(held)
+            settled_after.append(time.monotonic() - started)
+
+        settler = threading.Timer(0.2, settle)
+        settler.start()
+        with pytest.raises(Timeout):
+            queue.get(timeout=2)  # on another connection: the delete goes through at once
+        settler.join()
+        assert settled_after[0] < 1.5

@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import ParamSpec, TypeVar
 from urllib.parse import SplitResult
 
 from ..backend import Backend, Consumer, JobStats, Lease, Reserved
@@ -46,6 +46,7 @@ logger = logging.getLogger("queue_beanstalk")
 
 DEFAULT_PORT = 11300
 T = TypeVar("T")
+P = ParamSpec("P")
 
 #: What the wire and the socket layer raise; translate() maps each to a QueueError.
 LOWER_ERRORS = (Refused, WireError, OSError, ValueError)
@@ -198,18 +199,17 @@ class BeanstalkBackend(Backend):
         errors: dict[int, QueueError] = {}
         conn = self._pool.checkout(tube=tube)
         try:
-            self._call(conn, lambda held: self._use(held, tube))
+            self._call(conn, self._use, conn, tube)
             start = 0
             while start < len(bodies):
                 end, batch = _batch(bodies, start, priority, delay, ttr)
                 sizes = [len(body) for body in bodies[start:end]]
-                self._call(conn, lambda held: self._put_batch(held, batch, sizes, ids, errors))  # noqa: B023
+                self._call(conn, self._put_batch, conn, batch, sizes, ids, errors)
                 start = end
         except QueueConnectionError as exc:
             unknown = {index: exc for index in range(len(ids), len(bodies))}
             raise PutManyError(ids + [None] * len(unknown), {**errors, **unknown}) from exc
         finally:
-            conn.lock.release()
             self._pool.checkin(conn)
         if errors:
             raise PutManyError(ids, errors)
@@ -217,9 +217,10 @@ class BeanstalkBackend(Backend):
 
     def reserve(self, tubes: Sequence[str], timeout: float) -> Reserved:
         """Reserve a job; see :meth:`Backend.reserve`."""
+        watching = frozenset(tubes)
         return self._borrow(
-            lambda conn: self._reserve_on(conn, tubes, timeout),
-            watch=frozenset(tubes),
+            lambda conn: self._reserve_on(conn, tubes, watching, timeout),
+            watch=watching,
             reserving=True,
         )
 
@@ -291,9 +292,8 @@ class BeanstalkBackend(Backend):
             try:
                 conn = self._pool.checkout(tube=tube, watch=watch, reserving=reserving)
                 try:
-                    return self._call(conn, command)
+                    return self._call(conn, command, conn)
                 finally:
-                    conn.lock.release()
                     self._pool.checkin(conn)
             except QueueConnectionError:
                 failures += 1
@@ -306,10 +306,12 @@ class BeanstalkBackend(Backend):
                 pause = random.uniform(0.5, 1.0) * min(1.0, 0.05 * 2**failures)  # noqa: S311
                 time.sleep(min(pause, remaining))
 
-    def _call(self, conn: Connection, command: Callable[[Connection], T]) -> T:
-        """Run ``command(conn)`` with ``conn`` held, translating what the wire raises."""
+    def _call(
+        self, conn: Connection, command: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``command(*args, **kwargs)`` on ``conn``, held, translating what the wire raises."""
         try:
-            return command(conn)
+            return command(*args, **kwargs)
         except QueueError:
             raise  # already ours, e.g. Timeout (a TimeoutError, hence an OSError)
         except LOWER_ERRORS as exc:
@@ -341,7 +343,7 @@ class BeanstalkBackend(Backend):
                     "the server hands the job out again"
                 )
             try:
-                self._call(conn, lambda held: wire.simple(held.wire, command, expected))
+                self._call(conn, wire.simple, conn.wire, command, expected)
             finally:
                 if ends:
                     conn.let_go(lease)
@@ -383,22 +385,27 @@ class BeanstalkBackend(Backend):
                 errors[len(ids)] = error
                 ids.append(None)
 
-    def _reserve_on(self, conn: Connection, tubes: Sequence[str], timeout: float) -> Reserved:
-        """Reserve from ``tubes`` on ``conn``, which is held and has no reservations."""
-        self._watch(conn, frozenset(tubes))
-        deadline = time.monotonic() + timeout
+    def _reserve_on(
+        self, conn: Connection, tubes: Sequence[str], watching: frozenset[str], timeout: float
+    ) -> Reserved:
+        """Reserve from ``tubes`` (as a set, ``watching``) on ``conn``, held and holding no job."""
+        self._watch(conn, watching)
+        now = time.monotonic()
+        deadline = now + timeout
+        seconds = math.ceil(timeout)
         while True:
-            seconds = math.ceil(max(0.0, deadline - time.monotonic()))
             conn.wire.send(wire.reserve_command(seconds))
             try:
-                job_id, body = wire.reserved(conn.wire, time.monotonic() + seconds + self._timeout)
+                job_id, body = wire.reserved(conn.wire, now + seconds + self._timeout)
                 break
             except Refused as refused:
                 # beanstalkd counts whole seconds; never give up before the deadline.
                 if refused.status != "TIMED_OUT":
                     raise
-                if time.monotonic() >= deadline:
+                now = time.monotonic()
+                if now >= deadline:
                     raise Timeout(f"no message on {', '.join(tubes)} within {timeout:g}s") from None
+                seconds = math.ceil(deadline - now)
         return self._lease_reserved(conn, tubes, job_id, body)
 
     def _lease_reserved(
@@ -457,7 +464,12 @@ class _BeanstalkConsumer(Consumer):
         try:
             with conn.lock:
                 return self._backend._call(
-                    conn, lambda held: self._backend._reserve_on(held, self._tubes, timeout)
+                    conn,
+                    self._backend._reserve_on,
+                    conn,
+                    self._tubes,
+                    self._watching,
+                    timeout,
                 )
         except Timeout:
             return None
@@ -494,8 +506,8 @@ class _BeanstalkConsumer(Consumer):
                 held.let_go(lease)
 
         with conn.lock:
-            backend._call(conn, send_both)
-            deleted = backend._call(conn, read_delete)
+            backend._call(conn, send_both, conn)
+            deleted = backend._call(conn, read_delete, conn)
             # The delete is settled; only now may interrupt() cut the reserve short.
             if not self._start_reserving():
                 backend._pool.forget(conn)  # the only way to end the reserve just sent
@@ -503,8 +515,8 @@ class _BeanstalkConsumer(Consumer):
             try:
                 return deleted, backend._call(
                     conn,
-                    lambda held: backend._lease_reserved(
-                        held, self._tubes, *wire.reserved(held.wire, reply_by)
+                    lambda: backend._lease_reserved(
+                        conn, self._tubes, *wire.reserved(conn.wire, reply_by)
                     ),
                 )
             except Timeout:

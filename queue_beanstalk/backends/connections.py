@@ -7,6 +7,12 @@ made it: settling then never waits behind a blocked reserve, and beanstalkd's
 DEADLINE_SOON (sent to a reserve on a connection holding a job about to time
 out) cannot arise. Each connection remembers the tube it uses and the tubes it
 watches, so ``use``/``watch`` cost a round trip only when they change.
+
+Affinity: each thread goes back first to the connection it last returned,
+using it where it lies in the idle list, with only that connection's lock
+taken. A loop of puts or of gets in one thread so skips the pool's lock and
+its search, which cost more than the command's own Python. An idle connection
+whose lock is held is in use by such a thread; the pool passes it over.
 """
 
 from __future__ import annotations
@@ -37,9 +43,12 @@ class Connection:
 
     ``lock`` is held while a command runs; everything else is read and changed
     only with it held, except ``broken``, which only ever becomes True.
+    ``lent`` says whether the pool took it out of its idle list to lend it.
     """
 
-    __slots__ = ("_held", "broken", "idle_since", "lock", "sock", "used", "watched", "wire")
+    __slots__ = (
+        "_held", "broken", "idle_since", "lent", "lock", "sock", "used", "watched", "wire",
+    )  # fmt: skip
 
     def __init__(self, sock: socket.socket, timeout: float) -> None:
         self.sock = sock
@@ -47,6 +56,7 @@ class Connection:
         self.lock = threading.Lock()
         set_timeouts(sock, timeout)
         self.idle_since = 0.0
+        self.lent = False
         self.used = DEFAULT_TUBE
         self.watched = frozenset((DEFAULT_TUBE,))
         # The leases of jobs reserved through this connection and not yet
@@ -70,6 +80,8 @@ class Connection:
         Safe to call while another thread holds or lets go: it reads a snapshot.
         """
         held = self._held
+        if not held:
+            return 0
         for key, ref in list(held.items()):
             if ref() is None:
                 held.pop(key, None)
@@ -121,6 +133,8 @@ class Pool:
         self._idle: list[Connection] = []
         self.open: set[Connection] = set()
         self._closed = False
+        # Each thread's last connection (see the module docstring).
+        self._affinity = threading.local()
 
     def checkout(
         self,
@@ -129,13 +143,21 @@ class Pool:
         watch: frozenset[str] | None = None,
         reserving: bool = False,
     ) -> Connection:
-        """Return an idle connection (or a new one) with its lock held.
+        """Return a connection with its lock held; give it back with :meth:`checkin`.
 
-        Prefers one already using ``tube`` or watching ``watch``; with
-        ``reserving``, only one that holds no reservation. A stale connection
-        is closed on the way (its reservations are lost with it). The one
-        returned waits at most the pool's timeout for each reply.
+        The calling thread's last connection if it is free and suits (see the
+        module docstring); otherwise an idle one, preferring one already using
+        ``tube`` or watching ``watch``; otherwise a new one. With ``reserving``,
+        only one that holds no reservation. A stale connection is closed on the
+        way (its reservations are lost with it). The one returned waits at most
+        the pool's timeout for each reply.
         """
+        last: Connection | None = getattr(self._affinity, "conn", None)
+        if last is not None and last.lock.acquire(blocking=False):
+            if not _suits(last, tube, watch, reserving):
+                last.lock.release()
+            elif self._fresh(last):
+                return last
         while True:
             with self._lock:
                 if self._closed:
@@ -144,43 +166,65 @@ class Pool:
             if chosen is None:
                 chosen = self.connect()
                 chosen.lock.acquire()
+                chosen.lent = True
                 return chosen
-            chosen.lock.acquire()
-            # Checked with its lock held: no settle is under way on it, so
-            # anything waiting to be read is not a reply anyone expects.
-            if not chosen.broken and not chosen.stale(time.monotonic()):
+            if self._fresh(chosen):
                 return chosen
-            chosen.lock.release()
-            self.forget(chosen)
+
+    def checkin(self, conn: Connection) -> None:
+        """Take back a connection from :meth:`checkout` and release its lock."""
+        if not conn.lent:  # used where it lies in the idle list
+            conn.idle_since = time.monotonic()
+            conn.lock.release()
+            return
+        conn.lent = False
+        keep = False
+        with self._lock:
+            if not conn.broken and not self._closed:
+                keep = len(self._idle) < self._max_idle or conn.holding() > 0
+                if keep:
+                    conn.idle_since = time.monotonic()
+                    self._idle.append(conn)
+                else:
+                    self.open.discard(conn)
+        conn.lock.release()
+        if keep:
+            self._affinity.conn = conn
+        elif not conn.broken:
+            conn.shut()
 
     def _choose(
         self, tube: str | None, watch: frozenset[str] | None, reserving: bool
     ) -> Connection | None:
-        """Take the best idle connection out of the idle list; call with ``_lock`` held."""
-        chosen: Connection | None = None
-        for conn in reversed(self._idle):
-            if reserving and conn.holding():
-                continue
-            if conn.used == tube or conn.watched == watch:
-                chosen = conn
-                break
-            if chosen is None:
-                chosen = conn
-        if chosen is not None:
-            self._idle.remove(chosen)
-        return chosen
+        """Take the best free idle connection out of the idle list, its lock acquired.
 
-    def checkin(self, conn: Connection) -> None:
-        """Take back a connection from :meth:`checkout`, its lock already released."""
-        with self._lock:
-            if conn.broken or self._closed:
-                return
-            if len(self._idle) < self._max_idle or conn.holding():
-                conn.idle_since = time.monotonic()
-                self._idle.append(conn)
-                return
-            self.open.discard(conn)
-        conn.shut()
+        Call with ``_lock`` held. Locks are only tried, never waited for: a
+        held one belongs to a thread using its last connection in place.
+        """
+        candidates = sorted(
+            reversed(self._idle),  # the most recently used first
+            key=lambda conn: conn.used != tube and conn.watched != watch,  # preferred first
+        )
+        for conn in candidates:
+            if not conn.lock.acquire(blocking=False):
+                continue
+            if conn.broken or (reserving and conn.holding()):
+                conn.lock.release()
+                continue
+            self._idle.remove(conn)
+            conn.lent = True
+            return conn
+        return None
+
+    def _fresh(self, conn: Connection) -> bool:
+        """Return whether ``conn``, held, is usable; if not, close it and release it."""
+        # Checked with its lock held: no settle is under way on it, so anything
+        # waiting to be read is not a reply anyone expects.
+        if not conn.broken and not conn.stale(time.monotonic()):
+            return True
+        self.forget(conn)
+        conn.lock.release()
+        return False
 
     def connect(self) -> Connection:
         """Open a connection that is not lent out (a consumer's own), tracked for close()."""
@@ -206,6 +250,8 @@ class Pool:
         """Close ``conn`` and stop tracking it."""
         with self._lock:
             self.open.discard(conn)
+            if conn in self._idle:  # it was being used in place
+                self._idle.remove(conn)
         conn.shut()
 
     def close(self) -> None:
@@ -236,3 +282,14 @@ def set_timeouts(sock: socket.socket, seconds: float) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, interval)
     except (OSError, AttributeError, struct.error):
         sock.settimeout(seconds)
+
+
+def _suits(
+    conn: Connection, tube: str | None, watch: frozenset[str] | None, reserving: bool
+) -> bool:
+    """Return whether ``conn``, held, can run a command without a ``use`` or ``watch`` first."""
+    if conn.broken:
+        return False
+    if reserving:
+        return conn.watched == watch and not conn.holding()
+    return tube is None or conn.used == tube

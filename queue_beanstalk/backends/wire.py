@@ -127,7 +127,18 @@ class Wire:
         :raises Refused: for one of beanstalkd's error statuses.
         :raises WireError: for anything else, or the wrong number of values.
         """
-        status, *values = self._line().split(b" ")
+        return self._values(self._line(), expected, count)
+
+    def reply_int(self, expected: bytes) -> int:
+        """Read a reply carrying one number (``INSERTED <id>``, ``WATCHING <count>``)."""
+        line = self._line()
+        status, _, value = line.partition(b" ")
+        if status == expected and value.isdigit():  # the common case, checked at once
+            return int(value)
+        return number(self._values(line, expected, 1)[0])
+
+    def _values(self, line: bytes, expected: bytes, count: int) -> list[bytes]:
+        status, *values = line.split(b" ")
         if status == expected:
             if len(values) != count:
                 raise WireError(f"{expected.decode()} with {len(values)} values, not {count}")
@@ -135,10 +146,6 @@ class Wire:
         if status in ERROR_STATUSES:
             raise Refused(status.decode("ascii"), values)
         raise WireError(f"unexpected reply {status[:40]!r}")
-
-    def reply_int(self, expected: bytes) -> int:
-        """Read a reply carrying one number (``INSERTED <id>``, ``WATCHING <count>``)."""
-        return number(self.reply(expected, 1)[0])
 
     def body(self, size: int) -> bytes:
         """Read a reply's data block of ``size`` bytes and the CRLF after it."""
