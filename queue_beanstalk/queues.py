@@ -67,9 +67,13 @@ class Queue:
         if not isinstance(message, Message):
             raise TypeError(f"put() takes a Message, not {type(message).__name__}")
         body = self._codec.encode(message)
-        priority, seconds, ttr_seconds = self._put_options(delay, priority, ttr)
         job_id = self._backend.put(
-            self._name, body, priority=priority, delay=seconds, ttr=ttr_seconds
+            self._name,
+            body,
+            # _put_options(), inlined: this is the hot path of every producer.
+            priority=self._priority if priority is None else check_priority(priority),
+            delay=whole_seconds(delay, "delay"),
+            ttr=self._ttr if ttr is None else check_ttr(ttr),
         )
         message._id = job_id
         message._queue = self._name
@@ -199,6 +203,16 @@ class Queue:
             self._ttr if ttr is None else check_ttr(ttr),
         )
 
+    def _not_ours(self, message: object) -> Exception:
+        """Return the error for settling ``message``, which has no lease from this queue."""
+        if not isinstance(message, Message):
+            return TypeError(f"expected a Message, not {type(message).__name__}")
+        if message._lease is None:
+            return NotFound("the message was not got from a queue")
+        return NotFound(
+            f"the message was got from queue {message._lease.tube!r}, not {self._name!r}"
+        )
+
     def _mark_put(self, batch: list[Message], ids: Sequence[int | None]) -> None:
         for message, job_id in zip(batch, ids, strict=True):
             if job_id is not None:
@@ -206,16 +220,13 @@ class Queue:
                 message._queue = self._name
 
     def _lease(self, message: Message) -> Lease:
-        if not isinstance(message, Message):
-            raise TypeError(f"expected a Message, not {type(message).__name__}")
-        lease = message._lease
-        if lease is None:
-            raise NotFound("the message was not got from a queue")
-        if lease.tube != self._name:
-            raise NotFound(f"the message was got from queue {lease.tube!r}, not {self._name!r}")
+        lease = message._lease if isinstance(message, Message) else None
+        if lease is None or lease.tube != self._name:
+            raise self._not_ours(message)
         return lease
 
     def _claim(self, message: Message) -> Lease:
+        """Return the message's lease, marked settled; raise if it cannot be settled here."""
         lease = self._lease(message)
         if not lease.claim():
             raise NotFound(f"message {lease.job_id} was already deleted, released or buried")

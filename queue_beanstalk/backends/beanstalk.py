@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import ParamSpec, TypeVar
+from typing import TypeVar
 from urllib.parse import SplitResult
 
 from ..backend import Backend, Consumer, JobStats, Lease, Reserved
@@ -46,7 +46,6 @@ logger = logging.getLogger("queue_beanstalk")
 
 DEFAULT_PORT = 11300
 T = TypeVar("T")
-P = ParamSpec("P")
 
 #: What the wire and the socket layer raise; translate() maps each to a QueueError.
 LOWER_ERRORS = (Refused, WireError, OSError, ValueError)
@@ -175,21 +174,12 @@ class BeanstalkBackend(Backend):
 
     def put(self, tube: str, body: bytes, *, priority: int, delay: int, ttr: int) -> int:
         """Store a job; see :meth:`Backend.put`."""
+        size = len(body)
         limit = self._max_job_size or self.max_job_size()
-        if len(body) > limit:
-            raise MessageTooBig(len(body), limit)
-
-        def command(conn: Connection) -> int:
-            self._use(conn, tube)
-            conn.wire.send(wire.put_command(body, priority, delay, ttr))
-            try:
-                return conn.wire.reply_int(b"INSERTED")
-            except Refused as refused:
-                if refused.status != "JOB_TOO_BIG":
-                    raise
-                raise self._too_big(len(body)) from refused
-
-        return self._borrow(command, tube=tube)
+        if size > limit:
+            raise MessageTooBig(size, limit)
+        command = wire.put_command(body, priority, delay, ttr)
+        return self._borrow(self._put_on, tube, command, size, tube=tube)
 
     def put_many(
         self, tube: str, bodies: Sequence[bytes], *, priority: int, delay: int, ttr: int
@@ -219,9 +209,7 @@ class BeanstalkBackend(Backend):
         """Reserve a job; see :meth:`Backend.reserve`."""
         watching = frozenset(tubes)
         return self._borrow(
-            lambda conn: self._reserve_on(conn, tubes, watching, timeout),
-            watch=watching,
-            reserving=True,
+            self._reserve_on, tubes, watching, timeout, watch=watching, reserving=True
         )
 
     def consumer(self, tubes: Sequence[str]) -> Consumer:
@@ -275,13 +263,17 @@ class BeanstalkBackend(Backend):
 
     def _borrow(
         self,
-        command: Callable[[Connection], T],
-        *,
+        command: Callable[..., T],
+        *args: object,
         tube: str | None = None,
         watch: frozenset[str] | None = None,
         reserving: bool = False,
     ) -> T:
-        """Run ``command`` on a pooled connection (one using ``tube`` or watching ``watch``).
+        """Run ``command(conn, *args)`` on a pooled connection ``conn``.
+
+        The pool prefers one using ``tube`` or watching ``watch``; with
+        ``reserving``, one holding no job. What the wire raises is translated
+        as in :meth:`_call`.
 
         Connection failures are retried for ``retry_for`` seconds, except for a
         reserve, whose caller owns its timeout.
@@ -292,7 +284,14 @@ class BeanstalkBackend(Backend):
             try:
                 conn = self._pool.checkout(tube=tube, watch=watch, reserving=reserving)
                 try:
-                    return self._call(conn, command, conn)
+                    return command(conn, *args)  # _call(), inlined: this is every command
+                except QueueError:
+                    raise
+                except LOWER_ERRORS as exc:
+                    raise self._translate(conn, exc) from exc
+                except BaseException as exc:
+                    self._drop(conn, exc)  # as in _call()
+                    raise
                 finally:
                     self._pool.checkin(conn)
             except QueueConnectionError:
@@ -306,24 +305,26 @@ class BeanstalkBackend(Backend):
                 pause = random.uniform(0.5, 1.0) * min(1.0, 0.05 * 2**failures)  # noqa: S311
                 time.sleep(min(pause, remaining))
 
-    def _call(
-        self, conn: Connection, command: Callable[P, T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        """Run ``command(*args, **kwargs)`` on ``conn``, held, translating what the wire raises."""
+    def _call(self, conn: Connection, command: Callable[..., T], *args: object) -> T:
+        """Run ``command(*args)`` on ``conn``, held, translating what the wire raises."""
         try:
-            return command(*args, **kwargs)
+            return command(*args)
         except QueueError:
             raise  # already ours, e.g. Timeout (a TimeoutError, hence an OSError)
         except LOWER_ERRORS as exc:
-            error = translate(exc, self.address)
-            if isinstance(error, QueueConnectionError):
-                self._drop(conn, error)
-            raise error from exc
+            raise self._translate(conn, exc) from exc
         except BaseException as exc:
             # Interrupted mid-command (KeyboardInterrupt, say): a reply may be left
             # unread on the socket, and the next command would read it as its own.
             self._drop(conn, exc)
             raise
+
+    def _translate(self, conn: Connection, exc: BaseException) -> QueueError:
+        """Return the QueueError for ``exc``; drop ``conn`` if it can no longer be trusted."""
+        error = translate(exc, self.address)
+        if isinstance(error, QueueConnectionError):
+            self._drop(conn, error)
+        return error
 
     def _settle(self, lease: Lease, command: bytes, expected: bytes, *, ends: bool = True) -> None:
         """Send ``command`` for ``lease`` on the connection that reserved its job."""
@@ -349,6 +350,17 @@ class BeanstalkBackend(Backend):
                     conn.let_go(lease)
         finally:
             conn.lock.release()
+
+    def _put_on(self, conn: Connection, tube: str, command: bytes, size: int) -> int:
+        if conn.used != tube:
+            self._use(conn, tube)
+        conn.wire.send(command)
+        try:
+            return conn.wire.reply_int(b"INSERTED")
+        except Refused as refused:
+            if refused.status != "JOB_TOO_BIG":
+                raise
+            raise self._too_big(size) from refused
 
     def _use(self, conn: Connection, tube: str) -> None:
         if conn.used != tube:
@@ -389,7 +401,8 @@ class BeanstalkBackend(Backend):
         self, conn: Connection, tubes: Sequence[str], watching: frozenset[str], timeout: float
     ) -> Reserved:
         """Reserve from ``tubes`` (as a set, ``watching``) on ``conn``, held and holding no job."""
-        self._watch(conn, watching)
+        if conn.watched != watching:
+            self._watch(conn, watching)
         now = time.monotonic()
         deadline = now + timeout
         seconds = math.ceil(timeout)

@@ -154,7 +154,13 @@ class Pool:
         """
         last: Connection | None = getattr(self._affinity, "conn", None)
         if last is not None and last.lock.acquire(blocking=False):
-            if not _suits(last, tube, watch, reserving):
+            # Suits if it runs the command without a use or watch first, and
+            # for a reserve, holds no job.
+            if last.broken or not (
+                (last.watched == watch and not last.holding())
+                if reserving
+                else (tube is None or last.used == tube)
+            ):
                 last.lock.release()
             elif self._fresh(last):
                 return last
@@ -282,14 +288,3 @@ def set_timeouts(sock: socket.socket, seconds: float) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, interval)
     except (OSError, AttributeError, struct.error):
         sock.settimeout(seconds)
-
-
-def _suits(
-    conn: Connection, tube: str | None, watch: frozenset[str] | None, reserving: bool
-) -> bool:
-    """Return whether ``conn``, held, can run a command without a ``use`` or ``watch`` first."""
-    if conn.broken:
-        return False
-    if reserving:
-        return conn.watched == watch and not conn.holding()
-    return tube is None or conn.used == tube

@@ -82,18 +82,20 @@ class Wire:
     :param sock: a connected socket; its timeout bounds every read and write.
     """
 
-    __slots__ = ("_buffer", "_poller", "_start", "sock")
+    __slots__ = ("_data", "_poller", "_start", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self._buffer = bytearray()
+        # What was received and not yet read is _data[_start:]. Usually a
+        # receive brings whole replies, read in place and never copied again.
+        self._data = b""
         self._start = 0
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
 
     def pending(self) -> bool:
         """Return whether bytes were received and not yet read as a reply."""
-        return len(self._buffer) > self._start
+        return len(self._data) > self._start
 
     def readable(self, seconds: float) -> bool:
         """Return whether the socket has input (or hit its end) within ``seconds``."""
@@ -109,10 +111,10 @@ class Wire:
 
         :raises TimeoutError: when nothing arrived by ``deadline``.
         """
-        if self.pending():
+        if len(self._data) > self._start:  # pending(), inlined: this is every reserve
             return
         try:
-            self._fill()
+            self._fill(1)
         except (BlockingIOError, TimeoutError):  # the socket's receive timeout ran out
             if not self.readable(deadline - time.monotonic()):
                 raise TimeoutError("no reply by the deadline") from None
@@ -149,41 +151,41 @@ class Wire:
 
     def body(self, size: int) -> bytes:
         """Read a reply's data block of ``size`` bytes and the CRLF after it."""
-        while len(self._buffer) - self._start < size + 2:
-            self._fill()  # may move the unread bytes to the front
-        end = self._start + size + 2
-        if self._buffer[end - 2 : end] != b"\r\n":
+        start = self._start
+        end = start + size
+        if len(self._data) < end + 2:
+            self._fill(end + 2 - start)
+            start, end = 0, size
+        data = self._data
+        if data[end : end + 2] != b"\r\n":
             raise WireError("data block not followed by CRLF")
-        data = bytes(self._buffer[self._start : end - 2])
-        self._consume(end)
-        return data
+        self._start = end + 2
+        return data[start:end]
 
     def _line(self) -> bytes:
-        end = self._buffer.find(b"\r\n", self._start)
+        data, start = self._data, self._start
+        end = data.find(b"\r\n", start)
         while end < 0:
-            if len(self._buffer) - self._start > MAX_LINE:
+            if len(data) - start > MAX_LINE:
                 raise WireError(f"reply line longer than {MAX_LINE} bytes")
-            self._fill()
-            end = self._buffer.find(b"\r\n", self._start)
-        line = bytes(self._buffer[self._start : end])
-        self._consume(end + 2)
-        return line
+            self._fill(len(data) - start + 1)
+            data, start = self._data, 0
+            end = data.find(b"\r\n")
+        self._start = end + 2
+        return data[start:end]
 
-    def _consume(self, end: int) -> None:
-        if end >= len(self._buffer):
-            self._buffer.clear()
-            self._start = 0
-        else:
-            self._start = end
-
-    def _fill(self) -> None:
-        if self._start:
-            del self._buffer[: self._start]
-            self._start = 0
-        data = self.sock.recv(RECEIVE_SIZE)
-        if not data:
-            raise ConnectionError("the server closed the connection (unexpected EOF)")
-        self._buffer += data
+    def _fill(self, wanted: int) -> None:
+        """Receive until ``wanted`` bytes are unread, keeping the unread ones in front."""
+        parts = [self._data[self._start :]] if self._start < len(self._data) else []
+        have = len(parts[0]) if parts else 0
+        while have < wanted:
+            chunk = self.sock.recv(max(RECEIVE_SIZE, wanted - have))
+            if not chunk:
+                raise ConnectionError("the server closed the connection (unexpected EOF)")
+            parts.append(chunk)
+            have += len(chunk)
+        self._data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._start = 0
 
 
 def number(value: bytes) -> int:
@@ -229,6 +231,8 @@ def reserved(wire: Wire, deadline: float) -> tuple[int, bytes]:
     """
     wire.wait(deadline)
     job_id, size = wire.reply(b"RESERVED", 2)
+    if job_id.isdigit() and size.isdigit():  # number(), inlined for the usual case
+        return int(job_id), wire.body(int(size))
     return number(job_id), wire.body(number(size))
 
 
