@@ -67,13 +67,9 @@ class Queue:
         if not isinstance(message, Message):
             raise TypeError(f"put() takes a Message, not {type(message).__name__}")
         body = self._codec.encode(message)
+        priority, seconds, ttr_seconds = self._put_options(delay, priority, ttr)
         job_id = self._backend.put(
-            self._name,
-            body,
-            # _put_options(), inlined: this is the hot path of every producer.
-            priority=self._priority if priority is None else check_priority(priority),
-            delay=whole_seconds(delay, "delay"),
-            ttr=self._ttr if ttr is None else check_ttr(ttr),
+            self._name, body, priority=priority, delay=seconds, ttr=ttr_seconds
         )
         message._id = job_id
         message._queue = self._name

@@ -199,3 +199,24 @@ def test_a_get_never_waits_on_the_connection_that_holds_the_threads_last_message
             queue.get(timeout=2)  # on another connection: the delete goes through at once
         settler.join()
         assert settled_after[0] < 1.5
+
+
+def test_idle_connections_beyond_max_idle_are_closed_when_one_comes_back(
+    beanstalkd_url: str, tube: str
+) -> None:
+    with factory(beanstalkd_url, max_idle=1) as queues:
+        queue = queues.get(tube)
+        backend = queues.backend
+        assert isinstance(backend, BeanstalkBackend)
+        for number in range(3):
+            queue.put(Message("held", [str(number)]))
+        # A connection holding a message is never used for a get: three of them.
+        held = [queue.get(timeout=1) for _ in range(3)]
+        assert len(backend._pool.open) == 3
+        for message in held:
+            queue.delete(message)
+        # Another thread's put borrows one from the pool and brings it back.
+        producer = threading.Thread(target=queue.put, args=(Message("trim"),))
+        producer.start()
+        producer.join()
+        assert len(backend._pool.open) == 1

@@ -77,7 +77,7 @@ class Connection:
     def holding(self) -> int:
         """Return how many reserved jobs this connection holds, forgetting dropped leases.
 
-        Safe to call while another thread holds or lets go: it reads a snapshot.
+        Call with the connection's lock held, as for hold() and let_go().
         """
         held = self._held
         if not held:
@@ -153,6 +153,8 @@ class Pool:
         the pool's timeout for each reply.
         """
         last: Connection | None = getattr(self._affinity, "conn", None)
+        if last is not None and last.broken:
+            last = self._affinity.conn = None
         if last is not None and last.lock.acquire(blocking=False):
             # Suits if it runs the command without a use or watch first, and
             # for a reserve, holds no job.
@@ -178,26 +180,32 @@ class Pool:
                 return chosen
 
     def checkin(self, conn: Connection) -> None:
-        """Take back a connection from :meth:`checkout` and release its lock."""
+        """Take back a connection from :meth:`checkout` and release its lock.
+
+        The pool keeps it for reuse, and closes the oldest free idle connections
+        beyond ``max_idle`` (those in use, or holding a reservation, are not
+        counted): it may be one of them.
+        """
         if not conn.lent:  # used where it lies in the idle list
             conn.idle_since = time.monotonic()
             conn.lock.release()
             return
         conn.lent = False
-        keep = False
+        surplus: list[Connection] = []
         with self._lock:
             if not conn.broken and not self._closed:
-                keep = len(self._idle) < self._max_idle or conn.holding() > 0
-                if keep:
-                    conn.idle_since = time.monotonic()
-                    self._idle.append(conn)
-                else:
-                    self.open.discard(conn)
+                conn.idle_since = time.monotonic()
+                self._idle.append(conn)
+                surplus = self._surplus(conn)
+                self.open.difference_update(surplus)
+        # Shut while still locked: a thread that tries one of them next finds it broken.
+        for extra in surplus:
+            extra.shut()
+            if extra is not conn:
+                extra.lock.release()
         conn.lock.release()
-        if keep:
+        if not conn.broken:
             self._affinity.conn = conn
-        elif not conn.broken:
-            conn.shut()
 
     def _choose(
         self, tube: str | None, watch: frozenset[str] | None, reserving: bool
@@ -222,6 +230,29 @@ class Pool:
             return conn
         return None
 
+    def _surplus(self, incoming: Connection) -> list[Connection]:
+        """Take the free idle connections beyond ``max_idle`` out of the idle list.
+
+        Free: not in use (its lock can be taken) and holding no reservation;
+        the newest are kept, ``incoming`` (being checked in, its lock held)
+        first. The connections returned are locked. Call with ``_lock`` held.
+        """
+        surplus: list[Connection] = []
+        free = 0
+        for conn in reversed(self._idle):
+            if conn is not incoming and not conn.lock.acquire(blocking=False):
+                continue  # in use where it lies
+            if not conn.holding():
+                if free == self._max_idle:
+                    surplus.append(conn)
+                    continue
+                free += 1
+            if conn is not incoming:
+                conn.lock.release()
+        for conn in surplus:
+            self._idle.remove(conn)
+        return surplus
+
     def _fresh(self, conn: Connection) -> bool:
         """Return whether ``conn``, held, is usable; if not, close it and release it."""
         # Checked with its lock held: no settle is under way on it, so anything
@@ -233,7 +264,7 @@ class Pool:
         return False
 
     def connect(self) -> Connection:
-        """Open a connection that is not lent out (a consumer's own), tracked for close()."""
+        """Open a connection, tracked for close(); checkout() lends it, a consumer keeps it."""
         try:
             sock = socket.create_connection((self._host, self._port), timeout=self._connect_timeout)
         except OSError as exc:

@@ -58,6 +58,8 @@ ERROR_STATUSES = frozenset(
 # The longest line beanstalkd sends is "USING <200-byte name>"; anything much
 # longer without a CRLF is not beanstalkd talking.
 MAX_LINE = 1024
+# The longest single poll, in seconds: poll() takes at most 2**31 - 1 ms.
+MAX_POLL = 86_400.0
 RECEIVE_SIZE = 65536
 
 
@@ -79,7 +81,8 @@ class Refused(Exception):
 class Wire:
     """One connection's byte stream: write commands, read checked replies in order.
 
-    :param sock: a connected socket; its timeout bounds every read and write.
+    :param sock: a connected socket; its timeout bounds every write, and every
+        read but :meth:`wait`'s, which may go on to a deadline.
     """
 
     __slots__ = ("_data", "_poller", "_start", "sock")
@@ -116,8 +119,9 @@ class Wire:
         try:
             self._fill(1)
         except (BlockingIOError, TimeoutError):  # the socket's receive timeout ran out
-            if not self.readable(deadline - time.monotonic()):
-                raise TimeoutError("no reply by the deadline") from None
+            while not self.readable(min(deadline - time.monotonic(), MAX_POLL)):
+                if time.monotonic() >= deadline:
+                    raise TimeoutError("no reply by the deadline") from None
 
     def send(self, data: bytes) -> None:
         """Write ``data`` (one or more whole commands)."""
@@ -159,7 +163,10 @@ class Wire:
         data = self._data
         if data[end : end + 2] != b"\r\n":
             raise WireError("data block not followed by CRLF")
-        self._start = end + 2
+        if end + 2 == len(data):  # all read: an idle connection keeps no body
+            self._data, self._start = b"", 0
+        else:
+            self._start = end + 2
         return data[start:end]
 
     def _line(self) -> bytes:
