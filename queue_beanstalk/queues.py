@@ -194,7 +194,7 @@ class Queue:
     ) -> tuple[int, int, int]:
         """Return a put's priority, delay and ttr, checked, with the factory's defaults."""
         return (
-            self._priority_of(priority),
+            self._priority if priority is None else check_priority(priority),
             whole_seconds(delay, "delay"),
             self._ttr if ttr is None else check_ttr(ttr),
         )

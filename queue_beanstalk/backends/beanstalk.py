@@ -282,7 +282,7 @@ class BeanstalkBackend(Backend):
         failures = 0
         while True:
             try:
-                conn = self._pool.checkout(tube=tube, watch=watch, reserving=reserving)
+                conn = self._pool.checkout(tube, watch, reserving)
                 try:
                     return command(conn, *args)  # _call(), inlined: this is every command
                 except QueueError:

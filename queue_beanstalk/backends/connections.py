@@ -94,9 +94,8 @@ class Connection:
         connection is the end of the stream (the server restarted or went
         away), a reset, or stray bytes: using it would fail or desynchronise.
         """
-        if self.wire.pending():
-            return True
-        return now - self.idle_since > FRESH and self.wire.readable(0)
+        wire = self.wire
+        return wire.pending() or (now - self.idle_since > FRESH and wire.readable(0))
 
     def shut(self) -> None:
         """Close the socket, waking any thread blocked reading it."""
@@ -138,7 +137,6 @@ class Pool:
 
     def checkout(
         self,
-        *,
         tube: str | None = None,
         watch: frozenset[str] | None = None,
         reserving: bool = False,
@@ -159,7 +157,7 @@ class Pool:
             # Suits if it runs the command without a use or watch first, and
             # for a reserve, holds no job.
             if last.broken or not (
-                (last.watched == watch and not last.holding())
+                (last.watched == watch and not (last._held and last.holding()))
                 if reserving
                 else (tube is None or last.used == tube)
             ):

@@ -61,6 +61,7 @@ MAX_LINE = 1024
 # The longest single poll, in seconds: poll() takes at most 2**31 - 1 ms.
 MAX_POLL = 86_400.0
 RECEIVE_SIZE = 65536
+_EOF = "the server closed the connection (unexpected EOF)"
 
 
 class WireError(Exception):
@@ -133,7 +134,10 @@ class Wire:
         :raises Refused: for one of beanstalkd's error statuses.
         :raises WireError: for anything else, or the wrong number of values.
         """
-        return self._values(self._line(), expected, count)
+        line = self._line()
+        if line == expected and count == 0:  # DELETED, RELEASED ...: checked at once
+            return []
+        return self._values(line, expected, count)
 
     def reply_int(self, expected: bytes) -> int:
         """Read a reply carrying one number (``INSERTED <id>``, ``WATCHING <count>``)."""
@@ -183,16 +187,25 @@ class Wire:
 
     def _fill(self, wanted: int) -> None:
         """Receive until ``wanted`` bytes are unread, keeping the unread ones in front."""
-        parts = [self._data[self._start :]] if self._start < len(self._data) else []
-        have = len(parts[0]) if parts else 0
+        if self._start >= len(self._data):  # nothing unread, the usual case: one receive
+            data = self.sock.recv(max(RECEIVE_SIZE, wanted))
+            if not data:
+                raise ConnectionError(_EOF)
+            self._data, self._start = data, 0
+            if len(data) >= wanted:
+                return
+        parts = [self._data[self._start :]]
+        have = len(parts[0])
         while have < wanted:
-            chunk = self.sock.recv(max(RECEIVE_SIZE, wanted - have))
-            if not chunk:
-                raise ConnectionError("the server closed the connection (unexpected EOF)")
-            parts.append(chunk)
-            have += len(chunk)
-        self._data = parts[0] if len(parts) == 1 else b"".join(parts)
-        self._start = 0
+            parts.append(self._receive(wanted - have))
+            have += len(parts[-1])
+        self._data, self._start = b"".join(parts), 0
+
+    def _receive(self, wanted: int) -> bytes:
+        data = self.sock.recv(max(RECEIVE_SIZE, wanted))
+        if not data:
+            raise ConnectionError(_EOF)
+        return data
 
 
 def number(value: bytes) -> int:
