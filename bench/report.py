@@ -174,8 +174,9 @@ METHOD = [
     "CPU 1, so the server's work and the client's share one CPU.",
     "- Every figure is measured once per round and shown as min/median/max over the rounds. "
     "Within a round the raw baseline and the library run back to back, in alternating order "
-    "from round to round; a ratio is the median over rounds of library / baseline, so a "
-    "slow moment of the machine hits both sides alike.",
+    "from round to round; single puts and get+delete go further and take turns in 20 slices "
+    "a round. A ratio is the median over rounds of library / baseline, so a slow moment of "
+    "the machine hits both sides alike.",
     '- Bodies are the library\'s own JSON (`{"action":"bench","args":["00000001"]}`), '
     "so the raw loops move the same bytes; the library's figures include encoding and "
     "decoding. Raw loops use `greenstalk.Client(..., encoding=None)`, one command and one "
