@@ -26,6 +26,7 @@ from queue_beanstalk import (
     cli,
     demo,
 )
+from queue_beanstalk.demo.mission import _Mission
 from queue_beanstalk.testing import BeanstalkdServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,7 +160,7 @@ def test_ctrl_c_while_the_handler_runs_stops_it_and_the_throwaway_beanstalkd(
     except RuntimeError as exc:
         pytest.skip(str(exc))
     monkeypatch.setattr(demo, "BeanstalkdServer", Recorded)
-    monkeypatch.setattr(demo._Mission, "_progress", interrupted)
+    monkeypatch.setattr(_Mission, "_progress", interrupted)
     assert cli.main(["demo", "--messages", "1"]) == cli.EXIT_INTERRUPTED
     assert capsys.readouterr().err == "queue-beanstalk: interrupted\n"
     [server] = started
