@@ -109,8 +109,9 @@ class BeanstalkBackend(Backend):
     :param connect_timeout: seconds to wait for a connection to open.
     :param timeout: seconds to wait for any reply; a blocking reserve waits for
         its own timeout plus this much.
-    :param max_idle: idle connections kept open for reuse (connections holding
-        reservations are always kept).
+    :param max_idle: free idle connections kept open for reuse; connections in
+        use, or holding reservations, are not counted (and always kept). Each
+        thread first reuses the connection it used last.
     :param retry_for: seconds during which ``put`` (and the other commands that
         hold no reservation, but not a reserve) are tried again, with jittered
         backoff, after a connection failure; 0 raises at once. A put retried
