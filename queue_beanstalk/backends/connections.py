@@ -87,16 +87,6 @@ class Connection:
                 held.pop(key, None)
         return len(held)
 
-    def stale(self, now: float) -> bool:
-        """Return whether an idle connection has something to read.
-
-        Between commands beanstalkd sends nothing, so input on an idle
-        connection is the end of the stream (the server restarted or went
-        away), a reset, or stray bytes: using it would fail or desynchronise.
-        """
-        wire = self.wire
-        return wire.pending() or (now - self.idle_since > FRESH and wire.readable(0))
-
     def shut(self) -> None:
         """Close the socket, waking any thread blocked reading it."""
         self.broken = True
@@ -255,7 +245,7 @@ class Pool:
         """Return whether ``conn``, held, is usable; if not, close it and release it."""
         # Checked with its lock held: no settle is under way on it, so anything
         # waiting to be read is not a reply anyone expects.
-        if not conn.broken and not conn.stale(time.monotonic()):
+        if not conn.broken and not conn.wire.stray(time.monotonic() - conn.idle_since > FRESH):
             return True
         self.forget(conn)
         conn.lock.release()

@@ -97,9 +97,15 @@ class Wire:
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
 
-    def pending(self) -> bool:
-        """Return whether bytes were received and not yet read as a reply."""
-        return len(self._data) > self._start
+    def stray(self, poll: bool) -> bool:
+        """Return whether input is waiting although no reply is expected.
+
+        Unread bytes, or, with ``poll``, anything on the socket (checked without
+        waiting). Between commands beanstalkd sends nothing, so such input is
+        the end of the stream (the server restarted or went away), a reset, or
+        stray bytes: using the connection would fail or desynchronise.
+        """
+        return len(self._data) > self._start or (poll and self.readable(0))
 
     def readable(self, seconds: float) -> bool:
         """Return whether the socket has input (or hit its end) within ``seconds``."""
@@ -115,7 +121,7 @@ class Wire:
 
         :raises TimeoutError: when nothing arrived by ``deadline``.
         """
-        if len(self._data) > self._start:  # pending(), inlined: this is every reserve
+        if len(self._data) > self._start:  # some of the reply is here already
             return
         try:
             self._fill(1)
