@@ -42,8 +42,10 @@ class Connection:
     """One socket to beanstalkd and what the server knows of it.
 
     ``lock`` is held while a command runs; everything else is read and changed
-    only with it held, except ``broken``, which only ever becomes True.
-    ``lent`` says whether the pool took it out of its idle list to lend it.
+    only with it held, except ``broken``, which only ever becomes True, and
+    ``used`` and ``watched``, which the pool reads without it only to prefer
+    one idle connection to another. ``lent`` says whether the pool took it out
+    of its idle list to lend it.
     """
 
     __slots__ = (
