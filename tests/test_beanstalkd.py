@@ -195,9 +195,11 @@ def test_a_get_never_waits_on_the_connection_that_holds_the_threads_last_message
 
         settler = threading.Timer(0.2, settle)
         settler.start()
-        with pytest.raises(Timeout):
-            queue.get(timeout=2)  # on another connection: the delete goes through at once
-        settler.join()
+        try:
+            with pytest.raises(Timeout):
+                queue.get(timeout=2)  # on another connection: the delete goes through at once
+        finally:
+            settler.join()
         assert settled_after[0] < 1.5
 
 
