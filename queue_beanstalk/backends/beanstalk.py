@@ -190,7 +190,8 @@ class BeanstalkBackend(Backend):
         errors: dict[int, QueueError] = {}
         conn = self._pool.checkout(tube=tube)
         try:
-            self._call(conn, self._use, conn, tube)
+            if conn.used != tube:
+                self._call(conn, self._use, conn, tube)
             start = 0
             while start < len(bodies):
                 end, batch = _batch(bodies, start, priority, delay, ttr)
@@ -364,9 +365,9 @@ class BeanstalkBackend(Backend):
             raise self._too_big(size) from refused
 
     def _use(self, conn: Connection, tube: str) -> None:
-        if conn.used != tube:
-            wire.use(conn.wire, tube)
-            conn.used = tube
+        """Make ``conn`` put into ``tube``; callers check ``conn.used`` first."""
+        wire.use(conn.wire, tube)
+        conn.used = tube
 
     def _too_big(self, size: int) -> MessageTooBig:
         # The server restarted with a lower -z; the connection is fine.
@@ -434,8 +435,7 @@ class BeanstalkBackend(Backend):
         return Reserved(job_id, body, tube, lease)
 
     def _watch(self, conn: Connection, tubes: frozenset[str]) -> None:
-        if conn.watched == tubes:
-            return
+        """Make ``conn`` reserve from ``tubes``; callers check ``conn.watched`` first."""
         # Watch first: beanstalkd refuses to ignore a connection's last tube.
         for tube in tubes - conn.watched:
             wire.watch(conn.wire, tube)
@@ -503,7 +503,8 @@ class _BeanstalkConsumer(Consumer):
         backend = self._backend
 
         def send_both(held: Connection) -> None:
-            backend._watch(held, self._watching)
+            if held.watched != self._watching:
+                backend._watch(held, self._watching)
             held.wire.send(b"delete %d\r\n%b" % (lease.job_id, wire.reserve_command(seconds)))
 
         reply_by = time.monotonic() + seconds + backend._timeout
