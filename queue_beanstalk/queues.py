@@ -194,19 +194,9 @@ class Queue:
     ) -> tuple[int, int, int]:
         """Return a put's priority, delay and ttr, checked, with the factory's defaults."""
         return (
-            self._priority if priority is None else check_priority(priority),
+            self._priority_of(priority),
             whole_seconds(delay, "delay"),
             self._ttr if ttr is None else check_ttr(ttr),
-        )
-
-    def _not_ours(self, message: object) -> Exception:
-        """Return the error for settling ``message``, which has no lease from this queue."""
-        if not isinstance(message, Message):
-            return TypeError(f"expected a Message, not {type(message).__name__}")
-        if message._lease is None:
-            return NotFound("the message was not got from a queue")
-        return NotFound(
-            f"the message was got from queue {message._lease.tube!r}, not {self._name!r}"
         )
 
     def _mark_put(self, batch: list[Message], ids: Sequence[int | None]) -> None:
@@ -216,9 +206,13 @@ class Queue:
                 message._queue = self._name
 
     def _lease(self, message: Message) -> Lease:
-        lease = message._lease if isinstance(message, Message) else None
-        if lease is None or lease.tube != self._name:
-            raise self._not_ours(message)
+        if not isinstance(message, Message):
+            raise TypeError(f"expected a Message, not {type(message).__name__}")
+        lease = message._lease
+        if lease is None:
+            raise NotFound("the message was not got from a queue")
+        if lease.tube != self._name:
+            raise NotFound(f"the message was got from queue {lease.tube!r}, not {self._name!r}")
         return lease
 
     def _claim(self, message: Message) -> Lease:
