@@ -28,10 +28,11 @@ class Queue:
     makes ``m`` available after one second, never at once.
     """
 
-    __slots__ = ("_backend", "_codec", "_name", "_priority", "_ttr")
+    __slots__ = ("_backend", "_codec", "_name", "_priority", "_ttr", "_tubes")
 
     def __init__(self, name: str, backend: Backend, codec: Codec, *, priority: int, ttr: int):
         self._name = name
+        self._tubes = (name,)  # what get() reserves from
         self._backend = backend
         self._codec = codec
         self._priority = priority
@@ -67,10 +68,13 @@ class Queue:
         if not isinstance(message, Message):
             raise TypeError(f"put() takes a Message, not {type(message).__name__}")
         body = self._codec.encode(message)
-        priority, seconds, ttr_seconds = self._put_options(delay, priority, ttr)
-        job_id = self._backend.put(
-            self._name, body, priority=priority, delay=seconds, ttr=ttr_seconds
-        )
+        if priority is None and ttr is None and type(delay) is int and delay == 0:
+            # The usual put, whose options need no checking: no call to make for them.
+            priority, seconds, ttr_seconds = self._priority, 0, self._ttr
+        else:
+            priority, seconds, ttr_seconds = self._put_options(delay, priority, ttr)
+        # Positional: a call with keywords costs more, and this is every put.
+        job_id = self._backend.put(self._name, body, priority, seconds, ttr_seconds)
         message._id = job_id
         message._queue = self._name
         return job_id
@@ -141,10 +145,13 @@ class Queue:
         :raises DecodeError: when the body cannot be decoded; that job is buried.
         :raises ValueError: for a negative timeout, or one over ``2**32 - 1``.
         """
-        seconds = to_seconds(timeout, "timeout")
-        if seconds > MAX_UINT32:
-            raise ValueError(f"timeout must be at most {MAX_UINT32} seconds, not {timeout!r}")
-        reserved = self._backend.reserve((self._name,), seconds)
+        if type(timeout) is int and 0 <= timeout <= MAX_UINT32:
+            seconds: float = timeout  # the usual timeout, checked at once with no call
+        else:
+            seconds = to_seconds(timeout, "timeout")
+            if seconds > MAX_UINT32:
+                raise ValueError(f"timeout must be at most {MAX_UINT32} seconds, not {timeout!r}")
+        reserved = self._backend.reserve(self._tubes, seconds)
         return decode_reserved(self._backend, self._codec, reserved, self._priority)
 
     def delete(self, message: Message) -> None:

@@ -47,7 +47,7 @@ def test_replies_are_read_in_order_whatever_the_pieces(
     data = b"INSERTED 7\r\nRESERVED 7 %d\r\n%b\r\nDELETED\r\nWATCHING 2\r\n" % (len(body), body)
     sender = _send_in_pieces(server, data, piece)
     assert ours.reply_int(b"INSERTED") == 7
-    assert wire.reserved(ours, _soon()) == (7, body)
+    assert ours.reserved(_soon()) == (7, body)
     assert ours.reply(b"DELETED", 0) == []
     assert ours.reply_int(b"WATCHING") == 2
     sender.join()
@@ -88,7 +88,7 @@ def test_a_body_without_its_crlf_is_a_wire_error(pair: tuple[Wire, socket.socket
     ours, server = pair
     server.sendall(b"RESERVED 1 3\r\nabcXY")
     with pytest.raises(WireError, match="CRLF"):
-        wire.reserved(ours, _soon())
+        ours.reserved(_soon())
 
 
 @pytest.mark.parametrize("data", [b"", b"INSERT", b"RESERVED 1 10\r\nabc"])
@@ -99,7 +99,7 @@ def test_the_end_of_the_stream_is_a_connection_error(
     server.sendall(data)
     server.shutdown(socket.SHUT_WR)
     with pytest.raises(ConnectionError, match="EOF"):
-        wire.reserved(ours, _soon())
+        ours.reserved(_soon())
 
 
 def test_stats_are_parsed_and_checked(pair: tuple[Wire, socket.socket]) -> None:
@@ -138,7 +138,7 @@ def test_a_reply_may_come_after_the_socket_timeout_but_before_the_deadline(
     try:
         started = time.monotonic()
         # 40 days is past the longest single poll (2**31 - 1 ms).
-        assert wire.reserved(ours, started + wait) == (3, b"hi")
+        assert ours.reserved(started + wait) == (3, b"hi")
         assert time.monotonic() - started >= 0.3
     finally:
         # Never left to fire into a closed socket during the next test.
@@ -154,5 +154,5 @@ def test_waiting_for_a_reply_ends_at_the_deadline(
     timeout(ours.sock, 0.1)
     started = time.monotonic()
     with pytest.raises(TimeoutError):
-        wire.reserved(ours, started + 0.5)
+        ours.reserved(started + 0.5)
     assert 0.45 <= time.monotonic() - started < 2

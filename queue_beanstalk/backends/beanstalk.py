@@ -93,12 +93,13 @@ def translate(exc: BaseException, address: str) -> QueueError:
 
 
 class _BeanstalkLease(Lease):
+    """A Lease with the connection the job was reserved on, set just after it is made."""
+
     __slots__ = ("__weakref__", "backend", "connection")
 
-    def __init__(self, job_id: int, tube: str, connection: Connection, backend: object) -> None:
-        super().__init__(job_id, tube)
-        self.connection = connection
-        self.backend = backend
+    # Set by _lease_reserved, not by an __init__ of its own: one call fewer per reserve.
+    connection: Connection
+    backend: object
 
 
 class BeanstalkBackend(Backend):
@@ -173,14 +174,26 @@ class BeanstalkBackend(Backend):
             ),
         )
 
-    def put(self, tube: str, body: bytes, *, priority: int, delay: int, ttr: int) -> int:
+    def put(self, tube: str, body: bytes, priority: int, delay: int, ttr: int) -> int:
         """Store a job; see :meth:`Backend.put`."""
         size = len(body)
         limit = self._max_job_size or self.max_job_size()
         if size > limit:
             raise MessageTooBig(size, limit)
-        command = wire.put_command(body, priority, delay, ttr)
-        return self._borrow(self._put_on, tube, command, size, tube=tube)
+        command = b"put %d %d %d %d\r\n%b\r\n" % (priority, delay, ttr, size, body)  # put_command()
+        if self._retry_for:
+            return self._borrow(self._put_on, tube, command, size, tube=tube)
+        # _borrow(), unrolled, for the default of no retries: this is every put.
+        conn = self._pool.checkout(tube)
+        try:
+            return self._put_on(conn, tube, command, size)
+        except BaseException as exc:
+            error = self._failed(conn, exc)
+            if error is None:
+                raise
+            raise error from exc
+        finally:
+            self._pool.checkin(conn)
 
     def put_many(
         self, tube: str, bodies: Sequence[bytes], *, priority: int, delay: int, ttr: int
@@ -209,10 +222,20 @@ class BeanstalkBackend(Backend):
 
     def reserve(self, tubes: Sequence[str], timeout: float) -> Reserved:
         """Reserve a job; see :meth:`Backend.reserve`."""
-        watching = frozenset(tubes)
-        return self._borrow(
-            self._reserve_on, tubes, watching, timeout, watch=watching, reserving=True
-        )
+        if type(tubes) is not tuple:  # connections remember the very tuple they watch for
+            tubes = tuple(tubes)
+        # _borrow(), unrolled: a reserve is never tried again (its caller owns
+        # the timeout), and this is half of every message's path.
+        conn = self._pool.checkout(None, tubes, True)
+        try:
+            return self._reserve_on(conn, tubes, timeout)
+        except BaseException as exc:
+            error = self._failed(conn, exc)
+            if error is None:
+                raise
+            raise error from exc
+        finally:
+            self._pool.checkin(conn)
 
     def consumer(self, tubes: Sequence[str]) -> Consumer:
         """Return a consumer with a connection of its own; see :meth:`Backend.consumer`."""
@@ -243,7 +266,7 @@ class BeanstalkBackend(Backend):
     def kick_job(self, job_id: int) -> None:
         """Make a buried or delayed job ready; see :meth:`Backend.kick_job`."""
         command = b"kick-job %d\r\n" % job_id
-        self._borrow(lambda conn: wire.simple(conn.wire, command, b"KICKED"))
+        self._borrow(lambda conn: conn.wire.simple(command, b"KICKED"))
 
     def max_job_size(self) -> int:
         """Return the server's ``max-job-size`` (asked once, then remembered)."""
@@ -268,38 +291,31 @@ class BeanstalkBackend(Backend):
         command: Callable[..., T],
         *args: object,
         tube: str | None = None,
-        watch: frozenset[str] | None = None,
-        reserving: bool = False,
     ) -> T:
         """Run ``command(conn, *args)`` on a pooled connection ``conn``.
 
-        The pool prefers one using ``tube`` or watching ``watch``; with
-        ``reserving``, one holding no job. What the wire raises is translated
-        as in :meth:`_call`.
-
-        Connection failures are retried for ``retry_for`` seconds, except for a
-        reserve, whose caller owns its timeout.
+        The pool prefers one using ``tube``. What the wire raises is translated
+        as in :meth:`_call`. Connection failures are retried for ``retry_for``
+        seconds (a reserve, whose caller owns its timeout, does not come here).
         """
         give_up = 0.0  # set at the first failure: the common case never needs it
         failures = 0
         while True:
             try:
-                conn = self._pool.checkout(tube, watch, reserving)
+                conn = self._pool.checkout(tube)
                 try:
                     return command(conn, *args)  # _call(), inlined: this is every command
-                except QueueError:
-                    raise
-                except LOWER_ERRORS as exc:
-                    raise self._translate(conn, exc) from exc
                 except BaseException as exc:
-                    self._drop(conn, exc)  # as in _call()
-                    raise
+                    error = self._failed(conn, exc)
+                    if error is None:
+                        raise
+                    raise error from exc
                 finally:
                     self._pool.checkin(conn)
             except QueueConnectionError:
                 failures += 1
                 if failures == 1:
-                    give_up = time.monotonic() + (0.0 if reserving else self._retry_for)
+                    give_up = time.monotonic() + self._retry_for
                 remaining = give_up - time.monotonic()
                 if remaining <= 0:
                     raise
@@ -311,31 +327,37 @@ class BeanstalkBackend(Backend):
         """Run ``command(*args)`` on ``conn``, held, translating what the wire raises."""
         try:
             return command(*args)
-        except QueueError:
-            raise  # already ours, e.g. Timeout (a TimeoutError, hence an OSError)
-        except LOWER_ERRORS as exc:
-            raise self._translate(conn, exc) from exc
         except BaseException as exc:
-            # Interrupted mid-command (KeyboardInterrupt, say): a reply may be left
-            # unread on the socket, and the next command would read it as its own.
-            self._drop(conn, exc)
-            raise
+            error = self._failed(conn, exc)
+            if error is None:
+                raise
+            raise error from exc
 
-    def _translate(self, conn: Connection, exc: BaseException) -> QueueError:
-        """Return the QueueError for ``exc``; drop ``conn`` if it can no longer be trusted."""
-        error = translate(exc, self.address)
-        if isinstance(error, QueueConnectionError):
-            self._drop(conn, error)
-        return error
+    def _failed(self, conn: Connection, exc: BaseException) -> QueueError | None:
+        """Deal with ``exc``, raised by a command on ``conn``: the one translation boundary.
 
-    def _settle(self, lease: Lease, command: bytes, expected: bytes, *, ends: bool = True) -> None:
+        :returns: the QueueError to raise from ``exc``, or None to raise ``exc`` itself.
+        """
+        if isinstance(exc, QueueError):
+            return None  # already ours, e.g. Timeout (a TimeoutError, hence an OSError)
+        if isinstance(exc, LOWER_ERRORS):
+            error = translate(exc, self.address)
+            if isinstance(error, QueueConnectionError):  # the connection cannot be trusted
+                self._drop(conn, error)
+            return error
+        # Interrupted mid-command (KeyboardInterrupt, say): a reply may be left
+        # unread on the socket, and the next command would read it as its own.
+        self._drop(conn, exc)
+        return None
+
+    def _settle(self, lease: Lease, command: bytes, expected: bytes, ends: bool = True) -> None:
         """Send ``command`` for ``lease`` on the connection that reserved its job."""
         if not isinstance(lease, _BeanstalkLease) or lease.backend is not self:
             raise NotFound(f"job {lease.job_id} was not reserved through this factory")
         conn = lease.connection
         # A touch may find the connection busy with the next reserve once the job
         # was settled; it gives up then rather than wait out that reserve.
-        if not conn.lock.acquire(blocking=False):
+        if not conn.lock.acquire(False):  # no keyword: this is every settle
             while not conn.lock.acquire(timeout=0.05):
                 if not ends and lease.settled:
                     raise NotFound(f"job {lease.job_id} was settled")
@@ -346,7 +368,12 @@ class BeanstalkBackend(Backend):
                     "the server hands the job out again"
                 )
             try:
-                self._call(conn, wire.simple, conn.wire, command, expected)
+                conn.wire.simple(command, expected)  # _call(), inlined
+            except BaseException as exc:
+                error = self._failed(conn, exc)
+                if error is None:
+                    raise
+                raise error from exc
             finally:
                 if ends:
                     conn.let_go(lease)
@@ -399,19 +426,17 @@ class BeanstalkBackend(Backend):
                 errors[len(ids)] = error
                 ids.append(None)
 
-    def _reserve_on(
-        self, conn: Connection, tubes: Sequence[str], watching: frozenset[str], timeout: float
-    ) -> Reserved:
-        """Reserve from ``tubes`` (as a set, ``watching``) on ``conn``, held and holding no job."""
-        if conn.watched != watching:
-            self._watch(conn, watching)
+    def _reserve_on(self, conn: Connection, tubes: Sequence[str], timeout: float) -> Reserved:
+        """Reserve from ``tubes`` on ``conn``, held and holding no job."""
+        if conn.watched_for is not tubes:
+            self._watch(conn, tubes)
         now = time.monotonic()
         deadline = now + timeout
-        seconds = math.ceil(timeout)
+        seconds = timeout if type(timeout) is int else math.ceil(timeout)
         while True:
-            conn.wire.send(wire.reserve_command(seconds))
+            conn.wire.send(b"reserve-with-timeout %d\r\n" % seconds)  # reserve_command()
             try:
-                job_id, body = wire.reserved(conn.wire, now + seconds + self._timeout)
+                job_id, body = conn.wire.reserved(now + seconds + self._timeout)
                 break
             except Refused as refused:
                 # beanstalkd counts whole seconds; never give up before the deadline.
@@ -430,18 +455,23 @@ class BeanstalkBackend(Backend):
             tube = tubes[0]
         else:  # the RESERVED reply does not say which tube the job came from
             tube = _field(wire.stats(conn.wire, b"stats-job %d\r\n" % job_id), "tube")
-        lease = _BeanstalkLease(job_id, tube, conn, self)
+        lease = _BeanstalkLease(job_id, tube)
+        lease.connection = conn
+        lease.backend = self
         conn.hold(lease)
-        return Reserved(job_id, body, tube, lease)
+        # Reserved(...) without the Python frame of a NamedTuple's __new__.
+        return tuple.__new__(Reserved, (job_id, body, tube, lease))
 
-    def _watch(self, conn: Connection, tubes: frozenset[str]) -> None:
-        """Make ``conn`` reserve from ``tubes``; callers check ``conn.watched`` first."""
+    def _watch(self, conn: Connection, tubes: Sequence[str]) -> None:
+        """Make ``conn`` reserve from ``tubes``; callers check ``conn.watched_for`` first."""
+        watching = frozenset(tubes)
         # Watch first: beanstalkd refuses to ignore a connection's last tube.
-        for tube in tubes - conn.watched:
+        for tube in watching - conn.watched:
             wire.watch(conn.wire, tube)
-        for tube in conn.watched - tubes:
+        for tube in conn.watched - watching:
             wire.ignore(conn.wire, tube)
-        conn.watched = tubes
+        conn.watched = watching
+        conn.watched_for = tubes
 
     def _drop(self, conn: Connection, error: BaseException) -> None:
         held = conn.holding()
@@ -462,7 +492,6 @@ class _BeanstalkConsumer(Consumer):
     def __init__(self, backend: BeanstalkBackend, tubes: Sequence[str]) -> None:
         self.backend = self._backend = backend
         self._tubes = tuple(tubes)
-        self._watching = frozenset(tubes)
         self._conn: Connection | None = None
         # Guards _interrupted and _reserving, so interrupt() shuts the socket only
         # while a reserve is under way, never while the worker holds a job.
@@ -482,7 +511,6 @@ class _BeanstalkConsumer(Consumer):
                     self._backend._reserve_on,
                     conn,
                     self._tubes,
-                    self._watching,
                     timeout,
                 )
         except Timeout:
@@ -503,8 +531,8 @@ class _BeanstalkConsumer(Consumer):
         backend = self._backend
 
         def send_both(held: Connection) -> None:
-            if held.watched != self._watching:
-                backend._watch(held, self._watching)
+            if held.watched_for is not self._tubes:
+                backend._watch(held, self._tubes)
             held.wire.send(b"delete %d\r\n%b" % (lease.job_id, wire.reserve_command(seconds)))
 
         reply_by = time.monotonic() + seconds + backend._timeout
@@ -531,7 +559,7 @@ class _BeanstalkConsumer(Consumer):
                 return deleted, backend._call(
                     conn,
                     lambda: backend._lease_reserved(
-                        conn, self._tubes, *wire.reserved(conn.wire, reply_by)
+                        conn, self._tubes, *conn.wire.reserved(reply_by)
                     ),
                 )
             except Timeout:

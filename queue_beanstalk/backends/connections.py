@@ -23,6 +23,7 @@ import struct
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 
 from ..backend import Lease
 from ..errors import QueueConnectionError, QueueError
@@ -32,7 +33,7 @@ __all__ = ["DEFAULT_TUBE", "Connection", "Pool"]
 
 DEFAULT_TUBE = "default"
 
-# A connection checked in less than this long ago (seconds) is not polled for
+# A connection checked out less than this long ago (seconds) is not polled for
 # staleness: a server cannot have restarted since, and a busy producer then
 # pays no system call for the check.
 FRESH = 0.001
@@ -45,11 +46,14 @@ class Connection:
     only with it held, except ``broken``, which only ever becomes True, and
     ``used`` and ``watched``, which the pool reads without it only to prefer
     one idle connection to another. ``lent`` says whether the pool took it out
-    of its idle list to lend it.
+    of its idle list to lend it. ``watched_for`` is the very sequence of tube
+    names ``watched`` was last made from: a reserve that passes the same one
+    again (a Queue always does) skips building and comparing sets.
     """
 
     __slots__ = (
-        "_held", "broken", "idle_since", "lent", "lock", "sock", "used", "watched", "wire",
+        "_held", "broken", "checked_out_at", "lent", "lock", "sock", "used", "watched",
+        "watched_for", "wire",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, timeout: float) -> None:
@@ -57,10 +61,11 @@ class Connection:
         self.wire = Wire(sock)
         self.lock = threading.Lock()
         set_timeouts(sock, timeout)
-        self.idle_since = 0.0
+        self.checked_out_at = time.monotonic()
         self.lent = False
         self.used = DEFAULT_TUBE
         self.watched = frozenset((DEFAULT_TUBE,))
+        self.watched_for: Sequence[str] = (DEFAULT_TUBE,)
         # The leases of jobs reserved through this connection and not yet
         # settled, by id(). Weak: a message its user dropped unsettled does not
         # pin the connection. A dict of refs, not a WeakSet, whose methods are
@@ -130,32 +135,40 @@ class Pool:
     def checkout(
         self,
         tube: str | None = None,
-        watch: frozenset[str] | None = None,
+        watch: Sequence[str] | None = None,
         reserving: bool = False,
     ) -> Connection:
         """Return a connection with its lock held; give it back with :meth:`checkin`.
 
         The calling thread's last connection if it is free and suits (see the
         module docstring); otherwise an idle one, preferring one already using
-        ``tube`` or watching ``watch``; otherwise a new one. With ``reserving``,
-        only one that holds no reservation. A stale connection is closed on the
-        way (its reservations are lost with it). The one returned waits at most
-        the pool's timeout for each reply.
+        ``tube`` or watching the tubes ``watch``; otherwise a new one. With
+        ``reserving``, only one that holds no reservation. A stale connection
+        is closed on the way (its reservations are lost with it). The one
+        returned waits at most the pool's timeout for each reply.
         """
         last: Connection | None = getattr(self._affinity, "conn", None)
         if last is not None and last.broken:
             last = self._affinity.conn = None
-        if last is not None and last.lock.acquire(blocking=False):
+        if last is not None and last.lock.acquire(False):  # no keyword: every command
             # Suits if it runs the command without a use or watch first, and
             # for a reserve, holds no job.
             if last.broken or not (
-                (last.watched == watch and not (last._held and last.holding()))
+                (
+                    (last.watched_for is watch or last.watched == frozenset(watch or ()))
+                    and not (last._held and last.holding())
+                )
                 if reserving
                 else (tube is None or last.used == tube)
             ):
                 last.lock.release()
-            elif self._fresh(last):
-                return last
+            else:  # _fresh(), inlined: this is the usual case
+                now = time.monotonic()
+                if not last.wire.stray(now - last.checked_out_at > FRESH):
+                    last.checked_out_at = now
+                    return last
+                self.forget(last)
+                last.lock.release()
         while True:
             with self._lock:
                 if self._closed:
@@ -177,14 +190,12 @@ class Pool:
         counted): it may be one of them.
         """
         if not conn.lent:  # used where it lies in the idle list
-            conn.idle_since = time.monotonic()
             conn.lock.release()
             return
         conn.lent = False
         surplus: list[Connection] = []
         with self._lock:
             if not conn.broken and not self._closed:
-                conn.idle_since = time.monotonic()
                 self._idle.append(conn)
                 surplus = self._surplus(conn)
                 self.open.difference_update(surplus)
@@ -198,16 +209,17 @@ class Pool:
             self._affinity.conn = conn
 
     def _choose(
-        self, tube: str | None, watch: frozenset[str] | None, reserving: bool
+        self, tube: str | None, watch: Sequence[str] | None, reserving: bool
     ) -> Connection | None:
         """Take the best free idle connection out of the idle list, its lock acquired.
 
         Call with ``_lock`` held. Locks are only tried, never waited for: a
         held one belongs to a thread using its last connection in place.
         """
+        watching = None if watch is None else frozenset(watch)
         candidates = sorted(
             reversed(self._idle),  # the most recently used first
-            key=lambda conn: conn.used != tube and conn.watched != watch,  # preferred first
+            key=lambda conn: conn.used != tube and conn.watched != watching,  # preferred first
         )
         for conn in candidates:
             if not conn.lock.acquire(blocking=False):
@@ -247,7 +259,9 @@ class Pool:
         """Return whether ``conn``, held, is usable; if not, close it and release it."""
         # Checked with its lock held: no settle is under way on it, so anything
         # waiting to be read is not a reply anyone expects.
-        if not conn.broken and not conn.wire.stray(time.monotonic() - conn.idle_since > FRESH):
+        now = time.monotonic()
+        if not conn.broken and not conn.wire.stray(now - conn.checked_out_at > FRESH):
+            conn.checked_out_at = now
             return True
         self.forget(conn)
         conn.lock.release()

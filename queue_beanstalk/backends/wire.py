@@ -9,9 +9,11 @@ than any the server sends, a status the command cannot get, a value that is
 not a number, or a body without its CRLF all raise, and the connection must
 then be dropped, since the stream can no longer be trusted.
 
-The functions below are one per command: each sends it and reads its reply.
-``Wire`` and these functions are not thread-safe; the backend holds a lock
-per connection.
+The commands on every job's path (a reserve's reply, and the one-word replies
+of delete, release, bury and touch) are methods of ``Wire``, each reading its
+reply in as few Python calls as it can; the functions below are the rest, one
+per command: each sends it and reads its reply. ``Wire`` and these functions
+are not thread-safe; the backend holds a lock per connection.
 """
 
 from __future__ import annotations
@@ -30,8 +32,6 @@ __all__ = [
     "number",
     "put_command",
     "reserve_command",
-    "reserved",
-    "simple",
     "stats",
     "use",
     "watch",
@@ -86,10 +86,13 @@ class Wire:
         read but :meth:`wait`'s, which may go on to a deadline.
     """
 
-    __slots__ = ("_data", "_poller", "_start", "sock")
+    __slots__ = ("_data", "_poller", "_start", "send", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        #: Write ``data`` (one or more whole commands): the socket's own
+        #: ``sendall``, called with no Python frame in between.
+        self.send = sock.sendall
         # What was received and not yet read is _data[_start:]. Usually a
         # receive brings whole replies, read in place and never copied again.
         self._data = b""
@@ -111,28 +114,45 @@ class Wire:
         """Return whether the socket has input (or hit its end) within ``seconds``."""
         return bool(self._poller.poll(max(0, math.ceil(seconds * 1000))))
 
-    def wait(self, deadline: float) -> None:
-        """Block until the next reply starts to arrive, for as long as until ``deadline``.
+    def reserved(self, deadline: float) -> tuple[int, bytes]:
+        """Read a reserve's reply: the job's id and body (``TIMED_OUT`` is Refused).
 
-        For a reply that may come later than the socket's timeout allows (a
-        blocking reserve). The first wait is the socket's own receive; only
-        when that times out is the rest, to ``deadline`` (``time.monotonic()``),
-        waited with a poll, so the common case costs no extra system call.
+        The reply may come later than the socket's timeout allows (a blocking
+        reserve). The first wait is the socket's own receive; only when that
+        times out is the rest, to ``deadline`` (``time.monotonic()``), waited
+        with a poll, so the common case costs no extra system call.
 
-        :raises TimeoutError: when nothing arrived by ``deadline``.
+        :raises TimeoutError: when no reply started to arrive by ``deadline``.
         """
-        if len(self._data) > self._start:  # some of the reply is here already
-            return
-        try:
-            self._fill(1)
-        except (BlockingIOError, TimeoutError):  # the socket's receive timeout ran out
-            while not self.readable(min(deadline - time.monotonic(), MAX_POLL)):
-                if time.monotonic() >= deadline:
-                    raise TimeoutError("no reply by the deadline") from None
+        if self._start >= len(self._data):  # nothing unread: the reply is yet to come
+            try:
+                data = self.sock.recv(RECEIVE_SIZE)
+            except (BlockingIOError, TimeoutError):  # the socket's receive timeout ran out
+                while not self.readable(min(deadline - time.monotonic(), MAX_POLL)):
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError("no reply by the deadline") from None
+                data = self.sock.recv(RECEIVE_SIZE)
+            if not data:
+                raise ConnectionError(_EOF)
+            self._data, self._start = data, 0
+        line = self._line()
+        status, _, values = line.partition(b" ")
+        job_id, _, size = values.partition(b" ")
+        if status == b"RESERVED" and job_id.isdigit() and size.isdigit():  # checked at once
+            return int(job_id), self.body(int(size))
+        job_id, size = self._values(line, b"RESERVED", 2)
+        return number(job_id), self.body(number(size))
 
-    def send(self, data: bytes) -> None:
-        """Write ``data`` (one or more whole commands)."""
-        self.sock.sendall(data)
+    def simple(self, command: bytes, expected: bytes) -> None:
+        """Send a command whose reply is one word (``DELETED``, ``RELEASED`` ...) and read it.
+
+        :raises Refused: for one of beanstalkd's error statuses.
+        :raises WireError: for any other reply.
+        """
+        self.send(command)
+        line = self._line()
+        if line != expected:
+            self._values(line, expected, 0)  # raises: the reply is not that one word
 
     def reply(self, expected: bytes, count: int) -> list[bytes]:
         """Read one reply line; return its ``count`` values when its status is ``expected``.
@@ -181,6 +201,12 @@ class Wire:
 
     def _line(self) -> bytes:
         data, start = self._data, self._start
+        if start >= len(data):
+            # Nothing unread, the usual case before a reply: _fill(1), inlined.
+            data, start = self.sock.recv(RECEIVE_SIZE), 0
+            if not data:
+                raise ConnectionError(_EOF)
+            self._data, self._start = data, 0
         end = data.find(b"\r\n", start)
         while end < 0:
             if len(data) - start > MAX_LINE:
@@ -247,25 +273,6 @@ def ignore(wire: Wire, tube: str) -> None:
 def reserve_command(seconds: int) -> bytes:
     """Return the bytes of a ``reserve-with-timeout`` command."""
     return b"reserve-with-timeout %d\r\n" % seconds
-
-
-def reserved(wire: Wire, deadline: float) -> tuple[int, bytes]:
-    """Read a reserve's reply: the job's id and body (``TIMED_OUT`` is Refused).
-
-    :param deadline: when (``time.monotonic()``) to give up waiting for the
-        reply: the reserve's own timeout plus the allowance for a reply.
-    """
-    wire.wait(deadline)
-    job_id, size = wire.reply(b"RESERVED", 2)
-    if job_id.isdigit() and size.isdigit():  # number(), inlined for the usual case
-        return int(job_id), wire.body(int(size))
-    return number(job_id), wire.body(number(size))
-
-
-def simple(wire: Wire, command: bytes, expected: bytes) -> None:
-    """Send a command whose reply is one word (``DELETED``, ``RELEASED`` ...)."""
-    wire.send(command)
-    wire.reply(expected, 0)
 
 
 def stats(wire: Wire, command: bytes) -> dict[str, str]:
