@@ -73,6 +73,27 @@ def test_use_and_watch_cost_a_round_trip_only_when_the_tube_changes(
     assert delta["cmd-delete"] == 5
 
 
+def test_a_reserve_watches_the_tubes_it_is_given_each_time(beanstalkd_url: str, tube: str) -> None:
+    # A connection remembers the very tuple of tubes it watches for; a list is
+    # copied into a new tuple each call, so changing it between calls tells.
+    with factory(beanstalkd_url) as queues:
+        first, second = queues.get(f"{tube}-a"), queues.get(f"{tube}-b")
+        for _ in range(2):
+            first.put(Message("first"))
+            second.put(Message("second"))
+        tubes = [first.name]
+        reserved = queues.backend.reserve(tubes, 1)
+        assert reserved.tube == first.name
+        queues.backend.delete(reserved.lease)
+        tubes[0] = second.name
+        reserved = queues.backend.reserve(tubes, 1)
+        assert reserved.tube == second.name
+        queues.backend.delete(reserved.lease)
+        # Two queues taking turns in one thread share its connection.
+        assert first.get(timeout=1).action == "first"
+        assert second.get(timeout=1).action == "second"
+
+
 def test_connections_disable_nagle(beanstalkd_url: str, tube: str) -> None:
     with factory(beanstalkd_url) as queues:
         queues.get(tube).put(Message("x"))

@@ -84,6 +84,28 @@ def test_a_reply_that_breaks_the_protocol_is_a_wire_error(
         ours.reply_int(b"INSERTED")
 
 
+@pytest.mark.parametrize(
+    ("reply", "error", "words"),
+    [
+        (b"NOT_FOUND\r\n", Refused, "NOT_FOUND"),
+        (b"DELETED 7\r\n", WireError, "1 values"),
+        (b"RELEASED\r\n", WireError, "unexpected reply"),
+    ],
+)
+def test_a_one_word_command_takes_its_word_and_nothing_else(
+    pair: tuple[Wire, socket.socket], reply: bytes, error: type[Exception], words: str
+) -> None:
+    ours, server = pair
+    server.sendall(b"DELETED\r\n" + reply)
+    ours.simple(b"delete 1\r\n", b"DELETED")
+    with pytest.raises(error, match=words):
+        ours.simple(b"delete 2\r\n", b"DELETED")
+    sent = b""
+    while len(sent) < 20:
+        sent += server.recv(100)
+    assert sent == b"delete 1\r\ndelete 2\r\n"
+
+
 def test_a_body_without_its_crlf_is_a_wire_error(pair: tuple[Wire, socket.socket]) -> None:
     ours, server = pair
     server.sendall(b"RESERVED 1 3\r\nabcXY")
