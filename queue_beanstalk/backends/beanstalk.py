@@ -180,18 +180,16 @@ class BeanstalkBackend(Backend):
         limit = self._max_job_size or self.max_job_size()
         if size > limit:
             raise MessageTooBig(size, limit)
-        command = b"put %d %d %d %d\r\n%b\r\n" % (priority, delay, ttr, size, body)  # put_command()
+        command = wire.put_command(body, priority, delay, ttr)
         if self._retry_for:
             return self._borrow(self._put_on, tube, command, size, tube=tube)
-        # _borrow(), unrolled, for the default of no retries: this is every put.
+        # _borrow(), unrolled, for the default of no retries: see reserve().
         conn = self._pool.checkout(tube)
         try:
             return self._put_on(conn, tube, command, size)
         except BaseException as exc:
-            error = self._failed(conn, exc)
-            if error is None:
-                raise
-            raise error from exc
+            self._failed(conn, exc)  # raises the translation, if exc has one
+            raise
         finally:
             self._pool.checkin(conn)
 
@@ -222,18 +220,16 @@ class BeanstalkBackend(Backend):
 
     def reserve(self, tubes: Sequence[str], timeout: float) -> Reserved:
         """Reserve a job; see :meth:`Backend.reserve`."""
-        if type(tubes) is not tuple:  # connections remember the very tuple they watch for
-            tubes = tuple(tubes)
+        # A copy unless a tuple: connections remember the very tuple they watch for.
+        watch = tubes if isinstance(tubes, tuple) else tuple(tubes)
         # _borrow(), unrolled: a reserve is never tried again (its caller owns
-        # the timeout), and this is half of every message's path.
-        conn = self._pool.checkout(None, tubes, True)
+        # the timeout), and a call with *args costs more than this whole body.
+        conn = self._pool.checkout(None, watch, True)
         try:
-            return self._reserve_on(conn, tubes, timeout)
+            return self._reserve_on(conn, watch, timeout)
         except BaseException as exc:
-            error = self._failed(conn, exc)
-            if error is None:
-                raise
-            raise error from exc
+            self._failed(conn, exc)  # raises the translation, if exc has one
+            raise
         finally:
             self._pool.checkin(conn)
 
@@ -295,7 +291,7 @@ class BeanstalkBackend(Backend):
         """Run ``command(conn, *args)`` on a pooled connection ``conn``.
 
         The pool prefers one using ``tube``. What the wire raises is translated
-        as in :meth:`_call`. Connection failures are retried for ``retry_for``
+        by :meth:`_failed`. Connection failures are retried for ``retry_for``
         seconds (a reserve, whose caller owns its timeout, does not come here).
         """
         give_up = 0.0  # set at the first failure: the common case never needs it
@@ -306,10 +302,8 @@ class BeanstalkBackend(Backend):
                 try:
                     return command(conn, *args)  # _call(), inlined: this is every command
                 except BaseException as exc:
-                    error = self._failed(conn, exc)
-                    if error is None:
-                        raise
-                    raise error from exc
+                    self._failed(conn, exc)  # raises the translation, if exc has one
+                    raise
                 finally:
                     self._pool.checkin(conn)
             except QueueConnectionError:
@@ -328,36 +322,41 @@ class BeanstalkBackend(Backend):
         try:
             return command(*args)
         except BaseException as exc:
-            error = self._failed(conn, exc)
-            if error is None:
-                raise
-            raise error from exc
+            self._failed(conn, exc)  # raises the translation, if exc has one
+            raise
 
-    def _failed(self, conn: Connection, exc: BaseException) -> QueueError | None:
-        """Deal with ``exc``, raised by a command on ``conn``: the one translation boundary.
+    def _failed(self, conn: Connection, exc: BaseException) -> None:
+        """Deal with ``exc``, raised by a command on ``conn``, from an ``except`` clause.
 
-        :returns: the QueueError to raise from ``exc``, or None to raise ``exc`` itself.
+        Raises the QueueError that ``exc`` translates to, from ``exc``, having
+        dropped ``conn`` if it can no longer be trusted; returns, for the
+        caller's bare ``raise``, when ``exc`` goes on as it is. Every command
+        that fails passes here (``_put_batch`` also translates the refusals it
+        records and goes on from).
         """
         if isinstance(exc, QueueError):
-            return None  # already ours, e.g. Timeout (a TimeoutError, hence an OSError)
+            return  # already ours, e.g. Timeout (a TimeoutError, hence an OSError)
         if isinstance(exc, LOWER_ERRORS):
             error = translate(exc, self.address)
             if isinstance(error, QueueConnectionError):  # the connection cannot be trusted
                 self._drop(conn, error)
-            return error
+            raise error from exc
         # Interrupted mid-command (KeyboardInterrupt, say): a reply may be left
         # unread on the socket, and the next command would read it as its own.
         self._drop(conn, exc)
-        return None
 
     def _settle(self, lease: Lease, command: bytes, expected: bytes, ends: bool = True) -> None:
-        """Send ``command`` for ``lease`` on the connection that reserved its job."""
+        """Send ``command`` for ``lease`` on the connection that reserved its job.
+
+        ``ends`` is not keyword-only: CPython specialises calls only to plain
+        signatures, and this is every delete.
+        """
         if not isinstance(lease, _BeanstalkLease) or lease.backend is not self:
             raise NotFound(f"job {lease.job_id} was not reserved through this factory")
         conn = lease.connection
         # A touch may find the connection busy with the next reserve once the job
         # was settled; it gives up then rather than wait out that reserve.
-        if not conn.lock.acquire(False):  # no keyword: this is every settle
+        if not conn.lock.acquire(False):  # positional: cheaper, on every settle
             while not conn.lock.acquire(timeout=0.05):
                 if not ends and lease.settled:
                     raise NotFound(f"job {lease.job_id} was settled")
@@ -368,12 +367,10 @@ class BeanstalkBackend(Backend):
                     "the server hands the job out again"
                 )
             try:
-                conn.wire.simple(command, expected)  # _call(), inlined
+                conn.wire.simple(command, expected)  # _call(), unrolled as in reserve()
             except BaseException as exc:
-                error = self._failed(conn, exc)
-                if error is None:
-                    raise
-                raise error from exc
+                self._failed(conn, exc)  # raises the translation, if exc has one
+                raise
             finally:
                 if ends:
                     conn.let_go(lease)
@@ -426,15 +423,15 @@ class BeanstalkBackend(Backend):
                 errors[len(ids)] = error
                 ids.append(None)
 
-    def _reserve_on(self, conn: Connection, tubes: Sequence[str], timeout: float) -> Reserved:
+    def _reserve_on(self, conn: Connection, tubes: tuple[str, ...], timeout: float) -> Reserved:
         """Reserve from ``tubes`` on ``conn``, held and holding no job."""
         if conn.watched_for is not tubes:
             self._watch(conn, tubes)
         now = time.monotonic()
         deadline = now + timeout
-        seconds = timeout if type(timeout) is int else math.ceil(timeout)
+        seconds = math.ceil(timeout)
         while True:
-            conn.wire.send(b"reserve-with-timeout %d\r\n" % seconds)  # reserve_command()
+            conn.wire.send(wire.reserve_command(seconds))
             try:
                 job_id, body = conn.wire.reserved(now + seconds + self._timeout)
                 break
@@ -462,7 +459,7 @@ class BeanstalkBackend(Backend):
         # Reserved(...) without the Python frame of a NamedTuple's __new__.
         return tuple.__new__(Reserved, (job_id, body, tube, lease))
 
-    def _watch(self, conn: Connection, tubes: Sequence[str]) -> None:
+    def _watch(self, conn: Connection, tubes: tuple[str, ...]) -> None:
         """Make ``conn`` reserve from ``tubes``; callers check ``conn.watched_for`` first."""
         watching = frozenset(tubes)
         # Watch first: beanstalkd refuses to ignore a connection's last tube.

@@ -91,7 +91,7 @@ class Wire:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         #: Write ``data`` (one or more whole commands): the socket's own
-        #: ``sendall``, called with no Python frame in between.
+        #: ``sendall``, with no Python frame around it.
         self.send = sock.sendall
         # What was received and not yet read is _data[_start:]. Usually a
         # receive brings whole replies, read in place and never copied again.
@@ -114,27 +114,34 @@ class Wire:
         """Return whether the socket has input (or hit its end) within ``seconds``."""
         return bool(self._poller.poll(max(0, math.ceil(seconds * 1000))))
 
+    def wait(self, deadline: float) -> None:
+        """Block until the next reply starts to arrive, for as long as until ``deadline``.
+
+        For a reply that may come later than the socket's timeout allows (a
+        blocking reserve). The first wait is the socket's own receive; only
+        when that times out is the rest, to ``deadline`` (``time.monotonic()``),
+        waited with a poll, so the common case costs no extra system call.
+
+        :raises TimeoutError: when nothing arrived by ``deadline``.
+        """
+        if len(self._data) > self._start:  # some of the reply is here already
+            return
+        try:
+            self._fill(1)
+        except (BlockingIOError, TimeoutError):  # the socket's receive timeout ran out
+            while not self.readable(min(deadline - time.monotonic(), MAX_POLL)):
+                if time.monotonic() >= deadline:
+                    raise TimeoutError("no reply by the deadline") from None
+
     def reserved(self, deadline: float) -> tuple[int, bytes]:
         """Read a reserve's reply: the job's id and body (``TIMED_OUT`` is Refused).
 
-        The reply may come later than the socket's timeout allows (a blocking
-        reserve). The first wait is the socket's own receive; only when that
-        times out is the rest, to ``deadline`` (``time.monotonic()``), waited
-        with a poll, so the common case costs no extra system call.
-
+        :param deadline: when (``time.monotonic()``) to give up waiting for the
+            reply, as for :meth:`wait`: the reserve's own timeout plus the
+            allowance for a reply.
         :raises TimeoutError: when no reply started to arrive by ``deadline``.
         """
-        if self._start >= len(self._data):  # nothing unread: the reply is yet to come
-            try:
-                data = self.sock.recv(RECEIVE_SIZE)
-            except (BlockingIOError, TimeoutError):  # the socket's receive timeout ran out
-                while not self.readable(min(deadline - time.monotonic(), MAX_POLL)):
-                    if time.monotonic() >= deadline:
-                        raise TimeoutError("no reply by the deadline") from None
-                data = self.sock.recv(RECEIVE_SIZE)
-            if not data:
-                raise ConnectionError(_EOF)
-            self._data, self._start = data, 0
+        self.wait(deadline)
         line = self._line()
         status, _, values = line.partition(b" ")
         job_id, _, size = values.partition(b" ")
@@ -201,12 +208,6 @@ class Wire:
 
     def _line(self) -> bytes:
         data, start = self._data, self._start
-        if start >= len(data):
-            # Nothing unread, the usual case before a reply: _fill(1), inlined.
-            data, start = self.sock.recv(RECEIVE_SIZE), 0
-            if not data:
-                raise ConnectionError(_EOF)
-            self._data, self._start = data, 0
         end = data.find(b"\r\n", start)
         while end < 0:
             if len(data) - start > MAX_LINE:
