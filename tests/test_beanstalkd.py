@@ -6,7 +6,8 @@ import gc
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 
 import greenstalk
 import pytest
@@ -21,6 +22,7 @@ from queue_beanstalk import (
     Timeout,
     factory,
 )
+from queue_beanstalk.backends.beanstalk import _BeanstalkLease
 from queue_beanstalk.testing import BeanstalkdServer
 
 from .conftest import StartFake
@@ -76,22 +78,111 @@ def test_use_and_watch_cost_a_round_trip_only_when_the_tube_changes(
 def test_a_reserve_watches_the_tubes_it_is_given_each_time(beanstalkd_url: str, tube: str) -> None:
     # A connection remembers the very tuple of tubes it watches for; a list is
     # copied into a new tuple each call, so changing it between calls tells.
+    # Reserved.tube comes from the caller's list for one tube: what was
+    # reserved is told by the body and by the server's stats-job.
     with factory(beanstalkd_url) as queues:
+        backend = queues.backend
+        codec = queues.codec
         first, second = queues.get(f"{tube}-a"), queues.get(f"{tube}-b")
-        for _ in range(2):
-            first.put(Message("first"))
+        # The second's go first: a reserve that also watched its tube would take one.
+        for _ in range(3):
             second.put(Message("second"))
+        for _ in range(3):
+            first.put(Message("first"))
         tubes = [first.name]
-        reserved = queues.backend.reserve(tubes, 1)
-        assert reserved.tube == first.name
-        queues.backend.delete(reserved.lease)
+        reserved = backend.reserve(tubes, 1)
+        assert codec.decode(reserved.body).action == "first"
+        assert backend.stats_job(reserved.job_id).tube == first.name
+        backend.delete(reserved.lease)
         tubes[0] = second.name
-        reserved = queues.backend.reserve(tubes, 1)
-        assert reserved.tube == second.name
-        queues.backend.delete(reserved.lease)
-        # Two queues taking turns in one thread share its connection.
-        assert first.get(timeout=1).action == "first"
-        assert second.get(timeout=1).action == "second"
+        reserved = backend.reserve(tubes, 1)
+        assert codec.decode(reserved.body).action == "second"
+        assert backend.stats_job(reserved.job_id).tube == second.name
+        backend.delete(reserved.lease)
+        # Two queues taking turns in one thread share its connection: each get
+        # must watch its own tube again.
+        for _ in range(2):
+            got = first.get(timeout=1)
+            assert got.action == "first"
+            first.delete(got)
+            got = second.get(timeout=1)
+            assert got.action == "second"
+            second.delete(got)
+
+
+def test_watch_and_ignore_cost_a_round_trip_only_when_the_tubes_change(
+    beanstalkd_url: str, tube: str
+) -> None:
+    with factory(beanstalkd_url) as queues:
+        backend = queues.backend
+        assert isinstance(backend, BeanstalkBackend)
+        first, second = queues.get(tube), queues.get(f"{tube}-other")
+        for _ in range(6):
+            first.put(Message("first"))
+        second.put(Message("second"))
+        names = [tube]
+        backend.delete(backend.reserve(tuple(names), 1).lease)  # warm-up: watches once
+        before = _counters(beanstalkd_url)
+        for _ in range(3):
+            # The same tubes in a new tuple each time: the sets match, nothing is sent.
+            backend.delete(backend.reserve(tuple(names), 1).lease)
+        after = _counters(beanstalkd_url)
+        assert after["cmd-reserve-with-timeout"] - before["cmd-reserve-with-timeout"] == 3
+        assert after["cmd-watch"] - before["cmd-watch"] == 0
+        assert after["cmd-ignore"] - before["cmd-ignore"] == 0
+        before = after
+        first.delete(first.get(timeout=1))  # watches what the tuples did: nothing sent
+        second.delete(second.get(timeout=1))  # watch other, ignore tube
+        first.delete(first.get(timeout=1))  # watch tube, ignore other
+        after = _counters(beanstalkd_url)
+        assert len(backend._pool.open) == 1, "the queues did not take turns on one connection"
+    assert after["cmd-watch"] - before["cmd-watch"] == 2
+    assert after["cmd-ignore"] - before["cmd-ignore"] == 2
+
+
+INTERRUPT = KeyboardInterrupt("interrupted mid-command")
+
+
+def _interrupt(data: object, flags: int = 0) -> None:
+    """Stand in for a socket's sendall, as a Ctrl-C arriving mid-command would."""
+    raise INTERRUPT
+
+
+@pytest.mark.parametrize("operation", ["put", "get", "delete"])
+def test_an_interrupt_mid_command_passes_through_and_drops_the_connection(
+    beanstalkd_url: str, tube: str, operation: str
+) -> None:
+    with factory(beanstalkd_url) as queues:
+        backend = queues.backend
+        assert isinstance(backend, BeanstalkBackend)
+        queue = queues.get(tube)
+        queue.put(Message("warm-up"))  # the thread now has a connection of its own
+        queue.delete(queue.get(timeout=1))
+        if operation == "delete":
+            queue.put(Message("held"))
+            held = queue.get(timeout=1)
+            lease = held._lease
+            assert isinstance(lease, _BeanstalkLease)
+            conn = lease.connection
+            command: Callable[[], object] = partial(queue.delete, held)
+        else:
+            conn = backend._pool._affinity.conn
+            if operation == "put":
+                command = partial(queue.put, Message("interrupted"))
+            else:
+                command = partial(queue.get, 0)
+        assert conn in backend._pool.open
+        conn.wire.send = _interrupt
+        with pytest.raises(KeyboardInterrupt) as caught:
+            command()
+        assert caught.value is INTERRUPT
+        assert conn.broken
+        assert conn not in backend._pool.open
+        # Most urgent, so it comes before "held", which the server takes back.
+        queue.put(Message("after"), priority=0)
+        got = queue.get(timeout=1)
+        assert got.action == "after"
+        queue.delete(got)
 
 
 def test_connections_disable_nagle(beanstalkd_url: str, tube: str) -> None:

@@ -7,6 +7,7 @@ ids end in ``[memory]`` and ``[beanstalkd]``.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from queue_beanstalk import (
     QueueFactory,
     Timeout,
 )
+from queue_beanstalk.backend import Lease, Reserved
 
 from .conftest import RawPut
 
@@ -130,6 +132,34 @@ def test_one_reserve_may_watch_several_tubes(queues: QueueFactory, tube: str) ->
     assert (first.tube, second.tube) == (tube + "-b", tube + "-a")
     queues.backend.delete(first.lease)
     queues.backend.delete(second.lease)
+
+
+def test_put_takes_its_options_by_position(queues: QueueFactory, tube: str) -> None:
+    # Queue.put passes them positionally: a keyword-only one would be a TypeError.
+    put = type(queues.backend).put
+    keyword_only = [
+        parameter.name
+        for parameter in inspect.signature(put).parameters.values()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    assert keyword_only == []
+    job_id = put(queues.backend, tube, b"{}", 0, 0, 60)
+    assert queues.backend.stats_job(job_id).tube == tube
+
+
+def test_reserve_returns_a_reserved_with_its_fields_in_order(
+    queues: QueueFactory, tube: str
+) -> None:
+    job_id = queues.get(tube).put(Message("reserved", ["a"]))
+    reserved = queues.backend.reserve((tube,), 1)
+    assert type(reserved) is Reserved
+    assert reserved == Reserved(reserved.job_id, reserved.body, reserved.tube, reserved.lease)
+    assert reserved.job_id == job_id
+    assert queues.codec.decode(reserved.body) == Message("reserved", ["a"])
+    assert reserved.tube == tube
+    assert isinstance(reserved.lease, Lease)
+    assert (reserved.lease.job_id, reserved.lease.tube) == (job_id, tube)
+    queues.backend.delete(reserved.lease)
 
 
 def test_priority_orders_ready_messages(queues: QueueFactory, tube: str) -> None:

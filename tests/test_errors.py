@@ -204,6 +204,37 @@ def test_a_bad_reply_is_a_connection_error(
     assert error.__cause__ is not None
 
 
+RESERVE_BAD_REPLIES = {
+    **BAD_REPLIES,
+    "reserved-without-size": Reply(b"RESERVED 1\r\n"),
+    "reserved-id-not-a-number": Reply(b"RESERVED x 3\r\nabc\r\n"),
+}
+
+# What a reserve's stages are answered with when they are not the one under test.
+GOOD_WATCH = {b"watch": [Reply(b"WATCHING 2\r\n")], b"ignore": [Reply(b"WATCHING 1\r\n")]}
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("stage", [b"watch", b"reserve-with-timeout"], ids=bytes.decode)
+@pytest.mark.parametrize("reply", RESERVE_BAD_REPLIES.values(), ids=RESERVE_BAD_REPLIES.keys())
+def test_a_bad_reply_to_a_reserve_is_a_connection_error(
+    fake_beanstalkd: StartFake, stage: bytes, reply: Reply
+) -> None:
+    # The fake answers watch and ignore with silence unless scripted.
+    server = fake_beanstalkd({**GOOD_WATCH, stage: [reply]})
+    started = time.monotonic()
+    with (
+        factory(server.url, timeout=REPLY_TIMEOUT) as queues,
+        pytest.raises(QueueConnectionError) as excinfo,
+    ):
+        queues.get("jobs").get(timeout=0)
+    assert time.monotonic() - started < 3.0
+    assert server.commands[-1] == stage, "the bad reply answered another command"
+    error = excinfo.value
+    assert f"127.0.0.1:{server.port}" in str(error)
+    assert error.__cause__ is not None
+
+
 @pytest.mark.timeout(10)
 @pytest.mark.parametrize(
     "reply",

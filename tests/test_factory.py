@@ -21,6 +21,7 @@ from queue_beanstalk import (
     QueueFactory,
     Timeout,
     factory,
+    queue_factory,
     register_backend,
 )
 from queue_beanstalk.testing import free_port
@@ -212,8 +213,10 @@ class CustomBackend(MemoryBackend):
         return backend
 
 
-def test_a_registered_backend_is_built_for_its_scheme() -> None:
-    # The registry has no unregister: a scheme no other test uses keeps tests independent.
+def test_a_registered_backend_is_built_for_its_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The registry has no unregister: the test registers into a copy, put back
+    # afterwards, so no later test sees the scheme among the known ones.
+    monkeypatch.setattr(queue_factory, "_BACKENDS", dict(queue_factory._BACKENDS))
     scheme = f"custom{uuid.uuid4().hex[:8]}"
     register_backend(scheme, CustomBackend)
     with factory(f"{scheme}://anywhere/at-all") as queues:

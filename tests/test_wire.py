@@ -113,6 +113,46 @@ def test_a_body_without_its_crlf_is_a_wire_error(pair: tuple[Wire, socket.socket
         ours.reserved(_soon())
 
 
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b"RESERVED 7\r\n", "1 values"),
+        (b"RESERVED 7 3 1\r\n", "3 values"),
+        (b"RESERVED x 3\r\nabc\r\n", "number"),
+    ],
+    ids=["without-size", "one-value-too-many", "id-not-a-number"],
+)
+def test_a_reserve_reply_that_breaks_the_protocol_is_a_wire_error(
+    pair: tuple[Wire, socket.socket], data: bytes, words: str
+) -> None:
+    ours, server = pair
+    server.sendall(data)
+    with pytest.raises(WireError, match=words):
+        ours.reserved(_soon())
+
+
+@pytest.mark.parametrize("status", ["TIMED_OUT", "DEADLINE_SOON"])
+def test_a_reserve_refused_says_why(pair: tuple[Wire, socket.socket], status: str) -> None:
+    ours, server = pair
+    server.sendall(b"%b\r\n" % status.encode())
+    with pytest.raises(Refused) as caught:
+        ours.reserved(_soon())
+    assert caught.value.status == status
+
+
+def test_a_reserve_reply_already_received_behind_another_is_read(
+    pair: tuple[Wire, socket.socket],
+) -> None:
+    ours, server = pair
+    server.sendall(b"DELETED\r\nRESERVED 7 3\r\nabc\r\n")
+    # Nothing more comes: a reserved() that waited for another receive would hit the end.
+    server.shutdown(socket.SHUT_WR)
+    ours.simple(b"delete 1\r\n", b"DELETED")
+    assert ours.reserved(_soon()) == (7, b"abc")
+    assert not ours.stray(poll=False)
+    assert server.recv(100) == b"delete 1\r\n"
+
+
 @pytest.mark.parametrize("data", [b"", b"INSERT", b"RESERVED 1 10\r\nabc"])
 def test_the_end_of_the_stream_is_a_connection_error(
     pair: tuple[Wire, socket.socket], data: bytes
