@@ -503,13 +503,11 @@ class _BeanstalkConsumer(Consumer):
             return None
         try:
             with conn.lock:
-                return self._backend._call(
-                    conn,
-                    self._backend._reserve_on,
-                    conn,
-                    self._tubes,
-                    timeout,
-                )
+                try:
+                    return self._backend._reserve_on(conn, self._tubes, timeout)
+                except BaseException as exc:
+                    self._backend._failed(conn, exc)  # raises the translation, if any
+                    raise
         except Timeout:
             return None
         except QueueConnectionError:
@@ -526,39 +524,37 @@ class _BeanstalkConsumer(Consumer):
             return super().delete_and_reserve(lease, timeout)
         seconds = math.ceil(timeout)
         backend = self._backend
-
-        def send_both(held: Connection) -> None:
-            if held.watched_for is not self._tubes:
-                backend._watch(held, self._tubes)
-            held.wire.send(b"delete %d\r\n%b" % (lease.job_id, wire.reserve_command(seconds)))
-
         reply_by = time.monotonic() + seconds + backend._timeout
-
-        def read_delete(held: Connection) -> bool:
-            try:
-                held.wire.reply(b"DELETED", 0)
-                return True
-            except Refused as refused:
-                if refused.status != "NOT_FOUND":
-                    raise
-                return False
-            finally:
-                held.let_go(lease)
-
+        # No closures and no _call(): this runs once per message, and a call
+        # with *args costs more there than the lines it would save.
         with conn.lock:
-            backend._call(conn, send_both, conn)
-            deleted = backend._call(conn, read_delete, conn)
+            try:
+                if conn.watched_for is not self._tubes:
+                    backend._watch(conn, self._tubes)
+                conn.wire.send(b"delete %d\r\n%b" % (lease.job_id, wire.reserve_command(seconds)))
+                try:
+                    conn.wire.reply(b"DELETED", 0)
+                    deleted = True
+                except Refused as refused:
+                    if refused.status != "NOT_FOUND":
+                        raise
+                    deleted = False
+                finally:
+                    conn.let_go(lease)
+            except BaseException as exc:
+                backend._failed(conn, exc)  # raises the translation, if exc has one
+                raise
             # The delete is settled; only now may interrupt() cut the reserve short.
             if not self._start_reserving():
                 backend._pool.forget(conn)  # the only way to end the reserve just sent
                 return deleted, None
             try:
-                return deleted, backend._call(
-                    conn,
-                    lambda: backend._lease_reserved(
-                        conn, self._tubes, *conn.wire.reserved(reply_by)
-                    ),
-                )
+                try:
+                    job_id, body = conn.wire.reserved(reply_by)
+                    return deleted, backend._lease_reserved(conn, self._tubes, job_id, body)
+                except BaseException as exc:
+                    backend._failed(conn, exc)
+                    raise
             except Timeout:
                 return deleted, None
             except QueueConnectionError:
