@@ -157,11 +157,8 @@ class Backend(ABC):
         """
 
     @abstractmethod
-    def put(self, tube: str, body: bytes, priority: int, delay: int, ttr: int) -> int:
+    def put(self, tube: str, body: bytes, *, priority: int, delay: int, ttr: int) -> int:
         """Store a job and return its id.
-
-        Queue passes every argument by position (a call with keywords costs
-        more, on every put), so implementations must not make them keyword-only.
 
         :raises MessageTooBig: when ``body`` is over :meth:`max_job_size`.
         :raises QueueConnectionError: when the server cannot be reached.

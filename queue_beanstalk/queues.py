@@ -73,8 +73,9 @@ class Queue:
             priority, seconds, ttr_seconds = self._priority, 0, self._ttr
         else:
             priority, seconds, ttr_seconds = self._put_options(delay, priority, ttr)
-        # Positional: a call with keywords costs more, and this is every put.
-        job_id = self._backend.put(self._name, body, priority, seconds, ttr_seconds)
+        job_id = self._backend.put(
+            self._name, body, priority=priority, delay=seconds, ttr=ttr_seconds
+        )
         message._id = job_id
         message._queue = self._name
         return job_id

@@ -175,7 +175,7 @@ def test_a_connection_lost_by_the_producer_stops_the_demo(
     real_put = MemoryBackend.put
 
     def lost_on_units(
-        self: MemoryBackend, tube: str, body: bytes, priority: int, delay: int, ttr: int
+        self: MemoryBackend, tube: str, body: bytes, *, priority: int, delay: int, ttr: int
     ) -> int:
         if tube.endswith("-units"):
             raise QueueConnectionError("connection reset", "127.0.0.1:11300")

@@ -7,7 +7,6 @@ ids end in ``[memory]`` and ``[beanstalkd]``.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -132,19 +131,6 @@ def test_one_reserve_may_watch_several_tubes(queues: QueueFactory, tube: str) ->
     assert (first.tube, second.tube) == (tube + "-b", tube + "-a")
     queues.backend.delete(first.lease)
     queues.backend.delete(second.lease)
-
-
-def test_put_takes_its_options_by_position(queues: QueueFactory, tube: str) -> None:
-    # Queue.put passes them positionally: a keyword-only one would be a TypeError.
-    put = type(queues.backend).put
-    keyword_only = [
-        parameter.name
-        for parameter in inspect.signature(put).parameters.values()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-    ]
-    assert keyword_only == []
-    job_id = put(queues.backend, tube, b"{}", 0, 0, 60)
-    assert queues.backend.stats_job(job_id).tube == tube
 
 
 def test_reserve_returns_a_reserved_with_its_fields_in_order(

@@ -174,7 +174,7 @@ class BeanstalkBackend(Backend):
             ),
         )
 
-    def put(self, tube: str, body: bytes, priority: int, delay: int, ttr: int) -> int:
+    def put(self, tube: str, body: bytes, *, priority: int, delay: int, ttr: int) -> int:
         """Store a job; see :meth:`Backend.put`."""
         size = len(body)
         limit = self._max_job_size or self.max_job_size()
@@ -223,7 +223,7 @@ class BeanstalkBackend(Backend):
         # A copy unless a tuple: connections remember the very tuple they watch for.
         watch = tubes if isinstance(tubes, tuple) else tuple(tubes)
         # _borrow(), unrolled: a reserve is never tried again (its caller owns
-        # the timeout), and a call with *args costs more than this whole body.
+        # the timeout), so it needs neither _borrow's loop nor its *args call.
         conn = self._pool.checkout(None, watch, True)
         try:
             return self._reserve_on(conn, watch, timeout)
@@ -345,18 +345,14 @@ class BeanstalkBackend(Backend):
         # unread on the socket, and the next command would read it as its own.
         self._drop(conn, exc)
 
-    def _settle(self, lease: Lease, command: bytes, expected: bytes, ends: bool = True) -> None:
-        """Send ``command`` for ``lease`` on the connection that reserved its job.
-
-        ``ends`` is not keyword-only: CPython specialises calls only to plain
-        signatures, and this is every delete.
-        """
+    def _settle(self, lease: Lease, command: bytes, expected: bytes, *, ends: bool = True) -> None:
+        """Send ``command`` for ``lease`` on the connection that reserved its job."""
         if not isinstance(lease, _BeanstalkLease) or lease.backend is not self:
             raise NotFound(f"job {lease.job_id} was not reserved through this factory")
         conn = lease.connection
         # A touch may find the connection busy with the next reserve once the job
         # was settled; it gives up then rather than wait out that reserve.
-        if not conn.lock.acquire(False):  # positional: cheaper, on every settle
+        if not conn.lock.acquire(blocking=False):
             while not conn.lock.acquire(timeout=0.05):
                 if not ends and lease.settled:
                     raise NotFound(f"job {lease.job_id} was settled")
@@ -525,8 +521,7 @@ class _BeanstalkConsumer(Consumer):
         seconds = math.ceil(timeout)
         backend = self._backend
         reply_by = time.monotonic() + seconds + backend._timeout
-        # No closures and no _call(): this runs once per message, and a call
-        # with *args costs more there than the lines it would save.
+        # No closures and no _call(*args): this runs once per message.
         with conn.lock:
             try:
                 if conn.watched_for is not self._tubes:

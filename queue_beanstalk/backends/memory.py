@@ -87,7 +87,7 @@ class MemoryBackend(Backend):
         size = from_text(options.get("max_job_size", DEFAULT_MAX_JOB_SIZE), int, "max_job_size")
         return cls(max_job_size=check_count(size, "max_job_size", 1))
 
-    def put(self, tube: str, body: bytes, priority: int, delay: int, ttr: int) -> int:
+    def put(self, tube: str, body: bytes, *, priority: int, delay: int, ttr: int) -> int:
         """Store a job; see :meth:`Backend.put`."""
         if len(body) > self._max_job_size:
             raise MessageTooBig(len(body), self._max_job_size)
