@@ -32,7 +32,9 @@ class Queue:
 
     def __init__(self, name: str, backend: Backend, codec: Codec, *, priority: int, ttr: int):
         self._name = name
-        self._tubes = (name,)  # what get() reserves from
+        # What get() reserves from, always this very tuple: the connection that
+        # watched it last knows it again without building a set.
+        self._tubes = (name,)
         self._backend = backend
         self._codec = codec
         self._priority = priority
@@ -68,11 +70,7 @@ class Queue:
         if not isinstance(message, Message):
             raise TypeError(f"put() takes a Message, not {type(message).__name__}")
         body = self._codec.encode(message)
-        if priority is None and ttr is None and type(delay) is int and delay == 0:
-            # The usual put, whose options need no checking: no call to make for them.
-            priority, seconds, ttr_seconds = self._priority, 0, self._ttr
-        else:
-            priority, seconds, ttr_seconds = self._put_options(delay, priority, ttr)
+        priority, seconds, ttr_seconds = self._put_options(delay, priority, ttr)
         job_id = self._backend.put(
             self._name, body, priority=priority, delay=seconds, ttr=ttr_seconds
         )
@@ -146,12 +144,9 @@ class Queue:
         :raises DecodeError: when the body cannot be decoded; that job is buried.
         :raises ValueError: for a negative timeout, or one over ``2**32 - 1``.
         """
-        if type(timeout) is int and 0 <= timeout <= MAX_UINT32:
-            seconds: float = timeout  # the usual timeout, checked at once with no call
-        else:
-            seconds = to_seconds(timeout, "timeout")
-            if seconds > MAX_UINT32:
-                raise ValueError(f"timeout must be at most {MAX_UINT32} seconds, not {timeout!r}")
+        seconds = to_seconds(timeout, "timeout")
+        if seconds > MAX_UINT32:
+            raise ValueError(f"timeout must be at most {MAX_UINT32} seconds, not {timeout!r}")
         reserved = self._backend.reserve(self._tubes, seconds)
         return decode_reserved(self._backend, self._codec, reserved, self._priority)
 
