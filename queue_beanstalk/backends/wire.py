@@ -9,11 +9,11 @@ than any the server sends, a status the command cannot get, a value that is
 not a number, or a body without its CRLF all raise, and the connection must
 then be dropped, since the stream can no longer be trusted.
 
-The commands on every job's path (a reserve's reply, and the one-word replies
-of delete, release, bury and touch) are methods of ``Wire``, each reading its
-reply in as few Python calls as it can; the functions below are the rest, one
-per command: each sends it and reads its reply. ``Wire`` and these functions
-are not thread-safe; the backend holds a lock per connection.
+The replies on every job's path (a reserve's, and the one word that answers
+delete, release, bury and touch) are read by methods of ``Wire``; the
+functions below are the other commands, one each: each sends it and reads its
+reply. ``Wire`` and these functions are not thread-safe; the backend holds a
+lock per connection.
 """
 
 from __future__ import annotations
