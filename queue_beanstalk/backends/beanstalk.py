@@ -499,11 +499,9 @@ class _BeanstalkConsumer(Consumer):
             return None
         try:
             with conn.lock:
-                try:
-                    return self._backend._reserve_on(conn, self._tubes, timeout)
-                except BaseException as exc:
-                    self._backend._failed(conn, exc)  # raises the translation, if any
-                    raise
+                return self._backend._call(
+                    conn, self._backend._reserve_on, conn, self._tubes, timeout
+                )
         except Timeout:
             return None
         except QueueConnectionError:
