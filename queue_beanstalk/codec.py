@@ -47,7 +47,8 @@ class Codec(ABC):
         """Return the message a job body holds.
 
         :raises ValueError: with a specific reason when the body cannot be read;
-            the queue then buries the job and raises ``DecodeError``.
+            the queue then buries the job and raises ``DecodeError``. (Any other
+            ``Exception`` is taken as a bug in the codec, and the job is buried too.)
         """
 
 
@@ -80,6 +81,13 @@ class JsonCodec(Codec):
             document = _loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"body is not JSON ({exc.msg} at position {exc.pos})") from exc
+        except RecursionError as exc:
+            # The C scanner recurses once per nested list or object.
+            raise ValueError("body is nested too deeply") from exc
+        except ValueError as exc:
+            # int()'s digit limit (sys.get_int_max_str_digits()), for a number
+            # anywhere in the body: json's own refusals are JSONDecodeError.
+            raise ValueError(f"body has a number too long to read ({exc})") from exc
         if not isinstance(document, dict):
             raise ValueError(f"body is a JSON {type(document).__name__}, not an object")
         action = document.get("action")

@@ -229,20 +229,36 @@ class Queue:
 def decode_reserved(backend: Backend, codec: Codec, reserved: Reserved, priority: int) -> Message:
     """Return the message in a reserved job, or bury the job and raise DecodeError.
 
-    :param priority: the priority to bury an undecodable job with.
+    An undecodable job is buried at its own priority. Any ``Exception`` from the
+    codec counts as undecodable, so a bug in a codec never stops a worker.
+
+    :param priority: the priority to bury with when the job's own cannot be read.
     """
     try:
         message = codec.decode(reserved.body)
-    except ValueError as exc:
+    except Exception as exc:
         reserved.lease.claim()
-        error = DecodeError(str(exc), reserved.job_id, reserved.body, reserved.tube)
+        # A ValueError is the codec's refusal; anything else is a bug in the codec,
+        # named in the error and logged with its traceback.
+        bug = not isinstance(exc, ValueError)
+        reason = f"{type(exc).__name__}: {exc}" if bug else str(exc)
+        error = DecodeError(reason, reserved.job_id, reserved.body, reserved.tube)
+        try:
+            priority = backend.stats_job(reserved.job_id).priority
+        except QueueError as lookup:
+            logger.warning(
+                "could not read the priority of undecodable job %d, burying it at %d: %s",
+                reserved.job_id,
+                priority,
+                lookup,
+            )
         try:
             backend.bury(reserved.lease, priority=priority)
         except Exception:
             # The job is not lost: the server hands it out again after its time-to-run.
             logger.exception("could not bury undecodable job %d", reserved.job_id)
             raise error from exc
-        logger.warning("%s (body %r)", error, reserved.body[:200])
+        logger.warning("%s (body %r)", error, reserved.body[:200], exc_info=bug)
         raise error from exc
     message._id = reserved.job_id
     message._queue = reserved.tube

@@ -5,13 +5,26 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from typing import NoReturn
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from queue_beanstalk import Codec, DecodeError, JsonCodec, Message, factory
+from queue_beanstalk import (
+    Codec,
+    DecodeError,
+    JsonCodec,
+    Message,
+    NotFound,
+    QueueFactory,
+    factory,
+)
 from queue_beanstalk.codec import _loads
+from queue_beanstalk.queue_factory import DEFAULT_PRIORITY
+
+from .conftest import RawPut
+from .support import eventually
 
 codec = JsonCodec()
 
@@ -111,6 +124,33 @@ def test_decode_refuses_with_a_specific_reason(body: bytes, reason: str) -> None
     assert str(excinfo.value).startswith("body")
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b'{"action":"x","n":' + b"1" * 5000 + b"}", b" -" + b"9" * 5000],
+    ids=["in-extra-key", "padded"],
+)
+def test_decode_refuses_an_integer_too_long_to_read(body: bytes) -> None:
+    with pytest.raises(ValueError, match="body has a number too long to read"):
+        codec.decode(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 50_000,
+        b"[" * 50_000 + b"]" * 50_000,
+        b'{"a":' * 50_000,
+        b'{"action":"x","args":' + b"[" * 50_000,
+        b'{"action":"x","args":[],"extra":' + b'{"a":[' * 20_000 + b"1" + b"]}" * 20_000 + b"}",
+        b" " + b"[" * 50_000 + b" ",
+    ],
+    ids=["open-lists", "closed-lists", "objects", "in-args", "in-extra-key", "padded"],
+)
+def test_decode_refuses_a_body_nested_too_deeply(body: bytes) -> None:
+    with pytest.raises(ValueError, match="body is nested too deeply"):
+        codec.decode(body)
+
+
 @given(action=st.text(min_size=1), args=st.lists(st.text()))
 def test_encoding_is_exactly_compact_json(action: str, args: list[str]) -> None:
     expected = json.dumps(
@@ -175,6 +215,96 @@ def test_a_body_the_custom_codec_refuses_is_a_decode_error() -> None:
         queues.backend.put("jobs", b'{"action":"x","args":[]}', priority=0, delay=0, ttr=60)
         with pytest.raises(DecodeError, match="not JSON"):
             queues.get("jobs").get(timeout=0)
+
+
+class Failing(Codec):
+    """A codec whose decode raises ``error``: a bug in someone else's codec."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def encode(self, message: Message) -> bytes:
+        return JsonCodec().encode(message)
+
+    def decode(self, body: bytes) -> Message:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [KeyError("action"), TypeError("bad operand"), RecursionError("too deep"), ZeroDivisionError()],
+    ids=repr,
+)
+def test_a_custom_codec_raising_anything_is_a_decode_error(error: Exception) -> None:
+    with factory("memory://", codec=Failing(error)) as queues:
+        queue = queues.get("jobs")
+        job_id = queue.put(Message("x"))
+        with pytest.raises(DecodeError, match=type(error).__name__) as excinfo:
+            queue.get(timeout=0)
+        assert str(error) in str(excinfo.value)
+        assert excinfo.value.__cause__ is error
+        assert excinfo.value.job_id == job_id
+        assert queues.backend.stats_job(job_id).state == "buried"
+
+
+class RefusesBad(Codec):
+    """JSON, except that a message whose action is "bad" makes decode raise KeyError."""
+
+    def encode(self, message: Message) -> bytes:
+        return JsonCodec().encode(message)
+
+    def decode(self, body: bytes) -> Message:
+        message = JsonCodec().decode(body)
+        if message.action == "bad":
+            raise KeyError("bad")
+        return message
+
+
+def test_a_handler_survives_a_custom_codec_raising() -> None:
+    with factory("memory://", codec=RefusesBad()) as queues:
+        handled: list[Message] = []
+        handler = queues.handler(handled.append, "jobs")
+        queue = queues.get("jobs")
+        bad_id = queue.put(Message("bad"))
+        queue.put(Message("good"))
+        handler.start()
+        try:
+            eventually(lambda: len(handled) == 1)
+            assert handler.running
+            assert queues.backend.stats_job(bad_id).state == "buried"
+        finally:
+            handler.stop()
+            assert handler.wait(10)
+        assert handled == [Message("good")]
+
+
+def test_an_undecodable_job_is_buried_at_its_own_priority(queues: QueueFactory, tube: str) -> None:
+    job_id = queues.backend.put(tube, b"not json", priority=7, delay=0, ttr=60)
+    with pytest.raises(DecodeError):
+        queues.get(tube).get(timeout=1)
+    stats = queues.backend.stats_job(job_id)
+    assert (stats.state, stats.priority) == ("buried", 7)
+
+
+def test_an_undecodable_job_is_buried_even_when_its_priority_is_unknown(
+    queues: QueueFactory,
+    tube: str,
+    raw_put: RawPut,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    job_id = raw_put(tube, b"not json")
+
+    def lost(job_id: int) -> NoReturn:
+        raise NotFound(f"job {job_id} does not exist")
+
+    monkeypatch.setattr(queues.backend, "stats_job", lost)
+    with pytest.raises(DecodeError):
+        queues.get(tube).get(timeout=1)
+    monkeypatch.undo()
+    stats = queues.backend.stats_job(job_id)
+    assert (stats.state, stats.priority) == ("buried", DEFAULT_PRIORITY)
+    assert f"could not read the priority of undecodable job {job_id}" in caplog.text
 
 
 def test_codec_json_by_name() -> None:
