@@ -5,6 +5,11 @@ jobs go out by priority then id, delays and time-to-run count whole seconds,
 a reservation whose time-to-run runs out makes the job ready again, buried
 jobs stay until kicked, bodies over ``max_job_size`` are refused. State
 belongs to the instance: two factories never share jobs.
+
+A reservation is bound to what made it, as beanstalkd binds it to a
+connection: a consumer's reservations end when the consumer closes (its jobs
+are ready again), every reservation ends when the backend closes, and
+settling a reservation that ended raises :class:`~queue_beanstalk.NotFound`.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ __all__ = ["MemoryBackend"]
 
 #: beanstalkd's default ``max-job-size``, in bytes.
 DEFAULT_MAX_JOB_SIZE = 65_535
+
+#: How many leases a consumer keeps at least before it forgets settled ones.
+PRUNE_AT = 16
 
 
 class _Job:
@@ -59,6 +67,31 @@ class _Job:
         #: Bumped on every state change; heap entries with an older value are stale.
         self.entry = 0
         self.reserves = self.timeouts = self.releases = self.buries = self.kicks = 0
+
+
+class _Line:
+    """What stands for a consumer's beanstalkd connection: its reservations end when it closes."""
+
+    __slots__ = ("closed", "leases", "prune_at")
+
+    def __init__(self) -> None:
+        self.closed = False
+        #: The leases reserved through this line, among them every one still
+        #: holding its job; settled and lost ones are pruned once there are
+        #: ``prune_at``, then twice the live ones (at least PRUNE_AT): O(1) a reserve.
+        self.leases: list[_MemoryLease] = []
+        self.prune_at = PRUNE_AT
+
+
+class _MemoryLease(Lease):
+    """A Lease with the backend that made it and the consumer's line it came through."""
+
+    __slots__ = ("backend", "line")
+
+    # Set by _reserve, not by an __init__ of its own: one call fewer per reserve.
+    backend: MemoryBackend
+    #: None for a reserve through the backend itself, which ends only with the backend.
+    line: _Line | None
 
 
 class MemoryBackend(Backend):
@@ -126,10 +159,15 @@ class MemoryBackend(Backend):
                 self._run_timers(now)
                 job = self._pop_ready(tubes)
                 if job is not None:
-                    lease = Lease(job.id, job.tube)
-                    if consumer is not None:
-                        consumer.leases.append(lease)
-                    job.owner = lease
+                    lease = job.owner = _MemoryLease(job.id, job.tube)
+                    lease.backend = self
+                    if consumer is None:
+                        lease.line = None
+                    else:
+                        line = lease.line = consumer.line
+                        line.leases.append(lease)
+                        if len(line.leases) >= line.prune_at:
+                            self._prune(line)  # after job.owner is set: it keeps this lease
                     job.reserves += 1
                     self._schedule(job, "reserved", now + job.ttr)
                     return Reserved(job.id, job.body, job.tube, lease)
@@ -139,8 +177,13 @@ class MemoryBackend(Backend):
                 self._changed.wait(wake - now)
 
     def delete(self, lease: Lease) -> None:
-        """Delete a job; like beanstalkd, a job no one has reserved may be deleted too."""
+        """Delete a job; like beanstalkd, a job no one has reserved may be deleted too.
+
+        That takes a lease from this backend whose reservation did not end with
+        its consumer or the backend, as a beanstalkd delete takes an open connection.
+        """
         with self._changed:
+            self._check_lease(lease)
             self._run_timers(time.monotonic())
             job = self._jobs.get(lease.job_id)
             if job is None or (job.state == "reserved" and job.owner is not lease):
@@ -180,6 +223,7 @@ class MemoryBackend(Backend):
     def stats_job(self, job_id: int) -> JobStats:
         """Return a job's counters; see :meth:`Backend.stats_job`."""
         with self._changed:
+            self._check_open()
             self._run_timers(time.monotonic())
             job = self._jobs.get(job_id)
             if job is None:
@@ -201,6 +245,7 @@ class MemoryBackend(Backend):
     def kick_job(self, job_id: int) -> None:
         """Make a buried or delayed job ready; see :meth:`Backend.kick_job`."""
         with self._changed:
+            self._check_open()
             self._run_timers(time.monotonic())
             job = self._jobs.get(job_id)
             if job is None or job.state not in ("buried", "delayed"):
@@ -213,7 +258,7 @@ class MemoryBackend(Backend):
         return self._max_job_size
 
     def close(self) -> None:
-        """Refuse further use; threads waiting in :meth:`reserve` raise at once."""
+        """Refuse further use and end every reservation; a waiting :meth:`reserve` raises."""
         with self._changed:
             self._closed = True
             self._changed.notify_all()
@@ -221,12 +266,14 @@ class MemoryBackend(Backend):
     def __repr__(self) -> str:
         return f"queue_beanstalk.MemoryBackend(max_job_size={self._max_job_size})"
 
-    def _give_back(self, leases: Sequence[Lease]) -> None:
-        """Make jobs still reserved through ``leases`` ready, as a closed connection does."""
+    def _hang_up(self, consumer: _MemoryConsumer) -> None:
+        """End ``consumer``'s reservations, making their jobs ready, as a closed connection does."""
         with self._changed:
-            for lease in leases:
+            line, consumer.line = consumer.line, _Line()
+            line.closed = True
+            for lease in line.leases:
                 job = self._jobs.get(lease.job_id)
-                if job is not None and job.state == "reserved" and job.owner is lease:
+                if job is not None and job.owner is lease:
                     job.owner = None
                     self._make_ready(job)
 
@@ -236,7 +283,32 @@ class MemoryBackend(Backend):
         if self._closed:
             raise QueueError("the queue factory is closed")
 
+    def _check_lease(self, lease: Lease) -> None:
+        """Raise NotFound unless ``lease`` was made here and its reservation has not ended."""
+        if not isinstance(lease, _MemoryLease) or lease.backend is not self:
+            raise NotFound(f"job {lease.job_id} was not reserved through this factory")
+        if self._closed:
+            raise NotFound(
+                f"job {lease.job_id}'s reservation was lost: the queue factory was closed"
+            )
+        if lease.line is not None and lease.line.closed:
+            raise NotFound(
+                f"job {lease.job_id}'s reservation was lost: its consumer was closed, "
+                "and the job is handed out again"
+            )
+
+    def _prune(self, line: _Line) -> None:
+        """Forget the leases of ``line`` whose job is no longer reserved through them."""
+        jobs = self._jobs
+        line.leases = [
+            lease
+            for lease in line.leases
+            if (job := jobs.get(lease.job_id)) is not None and job.owner is lease
+        ]
+        line.prune_at = max(PRUNE_AT, 2 * len(line.leases))
+
     def _owned(self, lease: Lease) -> _Job:
+        self._check_lease(lease)
         self._run_timers(time.monotonic())
         job = self._jobs.get(lease.job_id)
         if job is None or job.state != "reserved" or job.owner is not lease:
@@ -291,9 +363,8 @@ class _MemoryConsumer(Consumer):
         self.backend = self._backend = backend
         self._tubes = tuple(tubes)
         self.interrupted = False
-        #: What this consumer reserved; close() gives back what is still held,
-        #: as beanstalkd does when a connection closes.
-        self.leases: list[Lease] = []
+        #: Replaced by close(), as beanstalkd's consumer opens a new connection after one.
+        self.line = _Line()
 
     def reserve(self, timeout: float) -> Reserved | None:
         """Reserve a job; see :meth:`Consumer.reserve`."""
@@ -306,6 +377,8 @@ class _MemoryConsumer(Consumer):
             self._backend._changed.notify_all()
 
     def close(self) -> None:
-        """Make the jobs this consumer still holds ready again; see :meth:`Consumer.close`."""
-        self._backend._give_back(self.leases)
-        self.leases.clear()
+        """Make the jobs this consumer still holds ready again; see :meth:`Consumer.close`.
+
+        Settling one of its leases afterwards raises NotFound, as on beanstalkd.
+        """
+        self._backend._hang_up(self)
