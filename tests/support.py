@@ -34,10 +34,13 @@ class Reply:
     """What the fake sends for one command: ``data``, then maybe closes.
 
     No data and no close means silence: the connection stays open, unanswered.
+    With ``trickle``, the data goes out one byte at a time, that many seconds
+    apart (the first byte too): a server too slow to finish a reply.
     """
 
     data: bytes = b""
     close: bool = False
+    trickle: float = 0.0
 
 
 def stats_reply(body: bytes) -> Reply:
@@ -127,13 +130,24 @@ class FakeBeanstalkd:
                 reply = self._next(word, fields)
                 with self._lock:
                     self.commands.append(word)
-                if reply.data:
-                    sock.sendall(reply.data)
+                if reply.data and not self._send(sock, reply):
+                    return
                 if reply.close:
                     return
                 if not reply.data:
                     self._stop.wait()
                     return
+
+    def _send(self, sock: socket.socket, reply: Reply) -> bool:
+        """Send the reply's data; return False when the fake stopped before it was all sent."""
+        if reply.trickle <= 0:
+            sock.sendall(reply.data)
+            return True
+        for index in range(len(reply.data)):
+            if self._stop.wait(reply.trickle):
+                return False
+            sock.sendall(reply.data[index : index + 1])
+        return True
 
     def _next(self, word: bytes, fields: list[bytes]) -> Reply:
         with self._lock:

@@ -71,8 +71,11 @@ def test_an_error_status_is_refused_with_its_values(pair: tuple[Wire, socket.soc
         (b"INSERTED 1 2\r\n", "2 values"),
         (b"INSERTED -1\r\n", "number"),
         (b"INSERTED one\r\n", "number"),
+        (b"INSERTED \xb2\r\n", "number"),  # a digit, but not an ASCII one
+        (b"INSERTED 123456789012345678901\r\n", "number"),  # 21 digits: more than 64 bits
         (b"\r\n", "unexpected reply"),
         (b"x" * 2000, "longer than"),
+        (b"INSERTED " + b"1" * 2000 + b"\r\n", "longer than"),  # even with its CRLF
     ],
 )
 def test_a_reply_that_breaks_the_protocol_is_a_wire_error(

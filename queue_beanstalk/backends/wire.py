@@ -4,16 +4,27 @@ A :class:`Wire` owns one connected socket and a receive buffer. ``send`` may
 write many commands at once; their replies are then read in order, which is
 how pipelining works: one write and one wait for a whole batch instead of a
 round trip per command. Replies are checked with explicit tests, never
-``assert`` (gone under ``python -O``): the end of the stream, a line longer
-than any the server sends, a status the command cannot get, a value that is
-not a number, or a body without its CRLF all raise, and the connection must
-then be dropped, since the stream can no longer be trusted.
+``assert`` (gone under ``python -O``): a line longer than any the server
+sends, a status the command cannot get, a value that is not a number of at
+most 20 digits, a data block larger than the :class:`BodyLimit` allows or
+without its CRLF all raise :class:`WireError`; the end of the stream raises
+``ConnectionError``. The connection must then be dropped, since the stream
+can no longer be trusted.
+
+A reply must arrive whole within the wire's ``timeout`` of when it began to be
+read (a reserve's, of when it began to arrive), or ``TimeoutError``: a server
+that trickles bytes cannot hold a command for longer. A data block is
+received in pieces of at most :data:`MAX_RECEIVE` bytes, so the memory it
+takes grows only as it arrives, whatever size the reply announced. Whatever
+bytes come, reading a reply raises nothing but :class:`WireError`,
+:class:`Refused` and ``OSError`` (``ConnectionError``, ``TimeoutError``).
 
 The replies on every job's path (a reserve's, and the one word that answers
 delete, release, bury and touch) are read by methods of ``Wire``; the
 functions below are the other commands, one each: each sends it and reads its
 reply. ``Wire`` and these functions are not thread-safe; the backend holds a
-lock per connection.
+lock per connection. A :class:`BodyLimit` may be read and lowered from any
+thread.
 """
 
 from __future__ import annotations
@@ -25,6 +36,8 @@ import time
 
 __all__ = [
     "ERROR_STATUSES",
+    "MAX_BODY",
+    "BodyLimit",
     "Refused",
     "Wire",
     "WireError",
@@ -55,12 +68,23 @@ ERROR_STATUSES = frozenset(
     }
 )
 
-# The longest line beanstalkd sends is "USING <200-byte name>"; anything much
-# longer without a CRLF is not beanstalkd talking.
+# The longest line beanstalkd sends is "USING <200-byte name>"; a line much
+# longer, with its CRLF or still without, is not beanstalkd talking.
 MAX_LINE = 1024
 # The longest single poll, in seconds: poll() takes at most 2**31 - 1 ms.
 MAX_POLL = 86_400.0
 RECEIVE_SIZE = 65536
+#: The most one receive asks for, in bytes: a larger data block comes in
+#: several, and each takes memory only for what it brought.
+MAX_RECEIVE = 1 << 20
+#: beanstalkd's ceiling for a job's size, in bytes: it lowers a larger ``-z``
+#: to this (JOB_DATA_SIZE_LIMIT_MAX in its source).
+MAX_BODY = 1_073_741_824
+# A stats reply is read up to this size whatever the job size limit: a server
+# run with a small -z must still be able to say so (its stats take ~1 kB).
+MAX_STATS = 65536
+# The longest number in a reply: beanstalkd's are 64-bit, 20 digits at most.
+MAX_DIGITS = 20
 _EOF = "the server closed the connection (unexpected EOF)"
 
 
@@ -79,24 +103,57 @@ class Refused(Exception):
         self.values = values
 
 
+class BodyLimit:
+    """The largest data block a reply may announce: one object shared by a server's connections.
+
+    It starts at beanstalkd's own ceiling; lowering ``size`` (to the server's
+    ``max-job-size``, once known) applies at once to every :class:`Wire`
+    sharing it. Reading and setting ``size`` is safe from any thread.
+
+    :param size: the limit, in bytes.
+    """
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int = MAX_BODY) -> None:
+        #: The largest data block accepted, in bytes.
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"queue_beanstalk.backends.wire.BodyLimit(size={self.size})"
+
+
 class Wire:
     """One connection's byte stream: write commands, read checked replies in order.
 
-    :param sock: a connected socket; its timeout bounds every write, and every
-        read but :meth:`wait`'s, which may go on to a deadline.
+    :param sock: a connected socket. The caller sets its own timeout to
+        ``timeout``: it bounds every write, and the first receive of a reply.
+    :param timeout: seconds a reply may take to arrive whole, from when it
+        begins to be read; after :meth:`wait`, from when it begins to arrive.
+    :param limit: the largest data block a reply may announce (shared, so that
+        lowering it applies at once); beanstalkd's ceiling when None.
     """
 
-    __slots__ = ("_data", "_poller", "_start", "send", "sock")
+    __slots__ = ("_data", "_deadline", "_poller", "_start", "limit", "send", "sock", "timeout")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(
+        self, sock: socket.socket, timeout: float = 10.0, limit: BodyLimit | None = None
+    ) -> None:
         self.sock = sock
         #: Write ``data`` (one or more whole commands): the socket's own
         #: ``sendall``, with no Python frame around it.
         self.send = sock.sendall
+        #: Seconds a reply may take to arrive whole.
+        self.timeout = timeout
+        #: The largest data block a reply may announce.
+        self.limit = BodyLimit() if limit is None else limit
         # What was received and not yet read is _data[_start:]. Usually a
         # receive brings whole replies, read in place and never copied again.
         self._data = b""
         self._start = 0
+        # When (time.monotonic()) the reply being read must be whole: set by
+        # its first receive, 0.0 until then.
+        self._deadline = 0.0
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
 
@@ -121,14 +178,17 @@ class Wire:
         blocking reserve). The first wait is the socket's own receive; only
         when that times out is the rest, to ``deadline`` (``time.monotonic()``),
         waited with a poll, so the common case costs no extra system call.
+        The reply then has the wire's ``timeout`` to arrive whole.
 
         :raises TimeoutError: when nothing arrived by ``deadline``.
+        :raises ConnectionError: at the end of the stream.
         """
         if len(self._data) > self._start:  # some of the reply is here already
             return
+        self._deadline = 0.0  # what comes is a new reply's first receive
         try:
             self._fill(1)
-        except (BlockingIOError, TimeoutError):  # the socket's receive timeout ran out
+        except TimeoutError:  # the socket's receive timeout ran out
             while not self.readable(min(deadline - time.monotonic(), MAX_POLL)):
                 if time.monotonic() >= deadline:
                     raise TimeoutError("no reply by the deadline") from None
@@ -139,14 +199,24 @@ class Wire:
         :param deadline: when (``time.monotonic()``) to give up waiting for the
             reply, as for :meth:`wait`: the reserve's own timeout plus the
             allowance for a reply.
-        :raises TimeoutError: when no reply started to arrive by ``deadline``.
+        :raises TimeoutError: when no reply started to arrive by ``deadline``,
+            or it did not arrive whole within the wire's ``timeout`` of its start.
+        :raises Refused: for one of beanstalkd's error statuses.
+        :raises WireError: for anything else, or a body over the limit.
+        :raises ConnectionError: at the end of the stream.
         """
         self.wait(deadline)
         # Parsed here, not through reply(): measured 1-3% of a get+delete faster.
         line = self._line()
         status, _, values = line.partition(b" ")
         job_id, _, size = values.partition(b" ")
-        if status == b"RESERVED" and job_id.isdigit() and size.isdigit():  # checked at once
+        if (
+            status == b"RESERVED"
+            and job_id.isdigit()
+            and size.isdigit()
+            and len(job_id) <= MAX_DIGITS
+            and len(size) <= MAX_DIGITS
+        ):  # checked at once
             return int(job_id), self.body(int(size))
         job_id, size = self._values(line, b"RESERVED", 2)
         return number(job_id), self.body(number(size))
@@ -156,6 +226,8 @@ class Wire:
 
         :raises Refused: for one of beanstalkd's error statuses.
         :raises WireError: for any other reply.
+        :raises TimeoutError: when the reply is not whole within ``timeout``.
+        :raises ConnectionError: at the end of the stream.
         """
         self.send(command)
         line = self._line()
@@ -167,6 +239,8 @@ class Wire:
 
         :raises Refused: for one of beanstalkd's error statuses.
         :raises WireError: for anything else, or the wrong number of values.
+        :raises TimeoutError: when the line is not whole within ``timeout``.
+        :raises ConnectionError: at the end of the stream.
         """
         line = self._line()
         if line == expected and count == 0:  # DELETED, RELEASED ...: checked at once
@@ -174,10 +248,14 @@ class Wire:
         return self._values(line, expected, count)
 
     def reply_int(self, expected: bytes) -> int:
-        """Read a reply carrying one number (``INSERTED <id>``, ``WATCHING <count>``)."""
+        """Read a reply carrying one number (``INSERTED <id>``, ``WATCHING <count>``).
+
+        Raises as :meth:`reply` does, and WireError when the value is not a number.
+        """
         line = self._line()
         status, _, value = line.partition(b" ")
-        if status == expected and value.isdigit():  # the common case, checked at once
+        # The common case, checked at once.
+        if status == expected and value.isdigit() and len(value) <= MAX_DIGITS:
             return int(value)
         return number(self._values(line, expected, 1)[0])
 
@@ -191,8 +269,24 @@ class Wire:
             raise Refused(status.decode("ascii"), values)
         raise WireError(f"unexpected reply {status[:40]!r}")
 
-    def body(self, size: int) -> bytes:
-        """Read a reply's data block of ``size`` bytes and the CRLF after it."""
+    def body(self, size: int, floor: int = 0) -> bytes:
+        """Read a reply's data block of ``size`` bytes and the CRLF after it.
+
+        The block comes in receives of at most :data:`MAX_RECEIVE` bytes, and
+        with the time left of the reply's ``timeout``.
+
+        :param size: the size the reply announced.
+        :param floor: a size accepted whatever ``limit`` says (a stats reply's).
+        :raises WireError: when ``size`` is over ``limit.size`` (and ``floor``),
+            or the block is not followed by CRLF.
+        :raises TimeoutError: when the block is not whole within the reply's time.
+        :raises ConnectionError: at the end of the stream.
+        """
+        if size > self.limit.size and size > floor:
+            raise WireError(
+                f"the reply announces a {size}-byte data block, over the limit of "
+                f"{max(self.limit.size, floor)} bytes"
+            )
         start = self._start
         end = start + size
         if len(self._data) < end + 2:
@@ -208,44 +302,67 @@ class Wire:
         return data[start:end]
 
     def _line(self) -> bytes:
+        """Read a reply's line: the start of a reply, whose time runs from its first receive."""
+        self._deadline = 0.0
         data, start = self._data, self._start
         end = data.find(b"\r\n", start)
-        while end < 0:
-            if len(data) - start > MAX_LINE:
-                raise WireError(f"reply line longer than {MAX_LINE} bytes")
+        while end < 0 and len(data) - start <= MAX_LINE:
             self._fill(len(data) - start + 1)
             data, start = self._data, 0
             end = data.find(b"\r\n")
+        if end < 0 or end - start > MAX_LINE:
+            raise WireError(f"reply line longer than {MAX_LINE} bytes")
         self._start = end + 2
         return data[start:end]
 
     def _fill(self, wanted: int) -> None:
-        """Receive until ``wanted`` bytes are unread, keeping the unread ones in front."""
-        if self._start >= len(self._data):  # nothing unread, the usual case: one receive
-            data = self.sock.recv(max(RECEIVE_SIZE, wanted))
+        """Receive until ``wanted`` bytes are unread, keeping the unread ones in front.
+
+        A reply's first receive, with nothing unread, is the usual case: one
+        receive, bounded by the socket's own timeout, brings the whole reply.
+        It starts the reply's time. Every further receive for the reply first
+        polls for the time it has left.
+        """
+        if self._start >= len(self._data) and not self._deadline:
+            self._deadline = time.monotonic() + self.timeout
+            try:
+                data = self.sock.recv(
+                    RECEIVE_SIZE if wanted <= RECEIVE_SIZE else min(wanted, MAX_RECEIVE)
+                )
+            except BlockingIOError:  # the kernel's receive timeout (SO_RCVTIMEO) ran out
+                raise TimeoutError(f"no reply within {self.timeout:g}s") from None
             if not data:
                 raise ConnectionError(_EOF)
             self._data, self._start = data, 0
             if len(data) >= wanted:
                 return
+        elif not self._deadline:  # the reply's first receive, with some of it here already
+            self._deadline = time.monotonic() + self.timeout
         parts = [self._data[self._start :]]
         have = len(parts[0])
         while have < wanted:
-            parts.append(self._receive(wanted - have))
-            have += len(parts[-1])
+            self._await_more()
+            data = self.sock.recv(min(max(RECEIVE_SIZE, wanted - have), MAX_RECEIVE))
+            if not data:
+                raise ConnectionError(_EOF)
+            parts.append(data)
+            have += len(data)
         self._data, self._start = b"".join(parts), 0
 
-    def _receive(self, wanted: int) -> bytes:
-        data = self.sock.recv(max(RECEIVE_SIZE, wanted))
-        if not data:
-            raise ConnectionError(_EOF)
-        return data
+    def _await_more(self) -> None:
+        """Wait until more of the reply has come, or raise TimeoutError at its deadline."""
+        while True:
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"the reply did not arrive whole within {self.timeout:g}s")
+            if self.readable(min(left, MAX_POLL)):
+                return
 
 
 def number(value: bytes) -> int:
-    """Return a reply value as a non-negative int, or raise WireError."""
-    if not value.isdigit():
-        raise WireError(f"expected a number, got {value[:40]!r}")
+    """Return a reply value (ASCII digits, at most 20) as an int, or raise WireError."""
+    if not value.isdigit() or len(value) > MAX_DIGITS:
+        raise WireError(f"expected a number of at most {MAX_DIGITS} digits, got {value[:40]!r}")
     return int(value)
 
 
@@ -278,10 +395,14 @@ def reserve_command(seconds: int) -> bytes:
 
 
 def stats(wire: Wire, command: bytes) -> dict[str, str]:
-    """Send ``stats`` or ``stats-job <id>`` and return the reply's YAML mapping."""
+    """Send ``stats`` or ``stats-job <id>`` and return the reply's YAML mapping.
+
+    Raises as :meth:`Wire.reply` and :meth:`Wire.body` do, and WireError when
+    the mapping is malformed.
+    """
     wire.send(command)
     size = number(wire.reply(b"OK", 1)[0])
-    text = wire.body(size).decode("ascii", "replace")
+    text = wire.body(size, MAX_STATS).decode("ascii", "replace")
     if not text.startswith("---\n"):
         raise WireError("stats reply does not start with ---")
     fields: dict[str, str] = {}
