@@ -5,11 +5,13 @@ Batches are pipelined: ``put_many`` writes many puts at once, and a handler's
 worker sends the delete of one job and the reserve of the next in one write.
 
 Errors
-    Everything the wire or the socket raises is translated in one place,
-    :func:`translate`. A connection that failed (reset, EOF, timeout, a reply
-    that breaks the protocol) is closed and dropped; the next command opens a
-    new one. Reservations made on it are gone: the server hands those jobs out
-    again, and settling them raises :class:`~queue_beanstalk.NotFound`.
+    Every command runs through one boundary, ``BeanstalkBackend._run``: what
+    the wire or the socket raises is translated there (by :func:`translate`),
+    and a connection that can no longer be trusted is dropped there. A
+    connection that failed (reset, EOF, timeout, a reply that breaks the
+    protocol) is closed and dropped; the next command opens a new one.
+    Reservations made on it are gone: the server hands those jobs out again,
+    and settling them raises :class:`~queue_beanstalk.NotFound`.
 """
 
 from __future__ import annotations
@@ -40,11 +42,19 @@ from . import wire
 from .connections import Connection, Pool
 from .wire import Refused, WireError
 
-__all__ = ["DEFAULT_PORT", "LOWER_ERRORS", "BeanstalkBackend", "translate"]
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_PORT",
+    "LOWER_ERRORS",
+    "BeanstalkBackend",
+    "translate",
+]
 
 logger = logging.getLogger("queue_beanstalk")
 
 DEFAULT_PORT = 11300
+#: Connections a backend's pool opens at most for commands (handler workers have their own).
+DEFAULT_MAX_CONNECTIONS = 64
 T = TypeVar("T")
 
 #: What the wire and the socket layer raise; translate() maps each to a QueueError.
@@ -62,6 +72,11 @@ _SERVER_REFUSALS = {
 BATCH_COMMANDS = 256
 BATCH_BYTES = 1 << 20
 
+# The replies with which a reserve ends without a job, and is sent again until its deadline.
+_NO_JOB_YET = frozenset({"TIMED_OUT", "DEADLINE_SOON"})
+# Seconds a reserve waits after DEADLINE_SOON before it asks again.
+DEADLINE_SOON_PAUSE = 0.2
+
 
 def translate(exc: BaseException, address: str) -> QueueError:
     """Return the queue_beanstalk exception for a wire or socket exception.
@@ -77,9 +92,10 @@ def translate(exc: BaseException, address: str) -> QueueError:
         reason = _SERVER_REFUSALS.get(exc.status)
         if reason is not None:
             return ServerError(reason, exc.status)
-        # BAD_FORMAT, UNKNOWN_COMMAND, EXPECTED_CRLF, NOT_IGNORED, DEADLINE_SOON
-        # and JOB_TOO_BIG mean this client and the server disagree about the
-        # conversation; the connection can no longer be trusted.
+        # BAD_FORMAT, UNKNOWN_COMMAND, EXPECTED_CRLF, NOT_IGNORED, JOB_TOO_BIG,
+        # and DEADLINE_SOON anywhere but in a reserve's reply (handled there),
+        # mean this client and the server disagree about the conversation; the
+        # connection can no longer be trusted.
         return QueueConnectionError(f"unexpected reply {exc.status}", address)
     if isinstance(exc, WireError):
         return QueueConnectionError(f"malformed reply: {exc}", address)
@@ -108,18 +124,25 @@ class BeanstalkBackend(Backend):
     :param host: the server's host name or address.
     :param port: the server's TCP port.
     :param connect_timeout: seconds to wait for a connection to open.
-    :param timeout: seconds to wait for any reply; a blocking reserve waits for
-        its own timeout plus this much.
+    :param timeout: seconds to wait for any reply, whole (a reply trickling in
+        byte by byte is cut off too); a blocking reserve waits for its own
+        timeout plus this much.
     :param max_idle: free idle connections kept open for reuse; connections in
         use, or holding reservations, are not counted (and always kept). Each
         thread first reuses the connection it used last.
-    :param retry_for: seconds during which ``put`` (and the other commands that
-        hold no reservation, but not a reserve) are tried again, with jittered
-        backoff, after a connection failure; 0 raises at once. A put retried
-        after a failure mid-command may be stored twice (at-least-once).
+    :param max_connections: connections the pool opens at most for commands
+        (each handler worker has one more of its own). At the bound, a get
+        shares a connection that holds reservations (whose settles may then
+        wait behind it), and a command waits up to ``timeout`` for one to come
+        free before it raises QueueConnectionError.
+    :param retry_for: seconds during which ``put`` and ``put_many`` (and the
+        other commands that hold no reservation, but not a reserve) are tried
+        again, with jittered backoff, after a connection failure; 0 raises at
+        once. A put retried after a failure mid-command may be stored twice
+        (at-least-once).
     """
 
-    options = frozenset({"connect_timeout", "timeout", "max_idle", "retry_for"})
+    options = frozenset({"connect_timeout", "timeout", "max_idle", "max_connections", "retry_for"})
 
     def __init__(
         self,
@@ -129,6 +152,7 @@ class BeanstalkBackend(Backend):
         connect_timeout: Seconds = 5.0,
         timeout: Seconds = 10.0,
         max_idle: int = 16,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         retry_for: Seconds = 0,
     ) -> None:
         self._host = host
@@ -137,6 +161,9 @@ class BeanstalkBackend(Backend):
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._timeout = positive_seconds(timeout, "timeout")
         self._retry_for = to_seconds(retry_for, "retry_for")
+        # The largest body a reply may announce: the server's max-job-size once
+        # known, shared by every connection's wire.
+        self._limit = wire.BodyLimit()
         self._pool = Pool(
             host,
             port,
@@ -144,21 +171,35 @@ class BeanstalkBackend(Backend):
             positive_seconds(connect_timeout, "connect_timeout"),
             self._timeout,
             check_count(max_idle, "max_idle", 0),
+            check_count(max_connections, "max_connections", 1),
+            self._limit,
+            self._server_lost,
         )
         self._max_job_size: int | None = None
 
     @classmethod
     def from_url(cls, url: SplitResult, options: Mapping[str, object]) -> BeanstalkBackend:
-        """Return a backend for ``beanstalk://host[:port]`` (port 11300 by default)."""
+        """Return a backend for ``beanstalk://host[:port]`` (port 11300 by default).
+
+        :raises ValueError: for a path, a user or password (beanstalkd has no
+            authentication), a port out of 1-65535, or a bad option value.
+        """
         if url.path not in ("", "/"):
             raise ValueError(f"a beanstalk:// URL takes no path, not {url.geturl()!r}")
+        if url.username is not None or url.password is not None:
+            # The URL is not repeated: it holds what may be a password.
+            raise ValueError(
+                "a beanstalk:// URL takes no user or password: beanstalkd has no authentication"
+            )
         try:
-            port = url.port or DEFAULT_PORT
+            port = url.port
         except ValueError as exc:
             raise ValueError(f"bad port in {url.geturl()!r}: {exc}") from exc
+        if port == 0:
+            raise ValueError(f"bad port in {url.geturl()!r}: port must be 1-65535, not 0")
         return cls(
             url.hostname or "127.0.0.1",
-            port,
+            DEFAULT_PORT if port is None else port,
             connect_timeout=positive_seconds(
                 from_text(options.get("connect_timeout", 5.0), float, "connect_timeout"),
                 "connect_timeout",
@@ -169,67 +210,63 @@ class BeanstalkBackend(Backend):
             max_idle=check_count(
                 from_text(options.get("max_idle", 16), int, "max_idle"), "max_idle", 0
             ),
+            max_connections=check_count(
+                from_text(
+                    options.get("max_connections", DEFAULT_MAX_CONNECTIONS), int, "max_connections"
+                ),
+                "max_connections",
+                1,
+            ),
             retry_for=to_seconds(
                 from_text(options.get("retry_for", 0), float, "retry_for"), "retry_for"
             ),
         )
 
     def put(self, tube: str, body: bytes, *, priority: int, delay: int, ttr: int) -> int:
-        """Store a job; see :meth:`Backend.put`."""
+        """Store a job; see :meth:`Backend.put`.
+
+        A job the server stored but could not queue (``BURIED <id>``: out of
+        memory) is stored: its id is returned and a warning logged.
+        """
         size = len(body)
-        limit = self._max_job_size or self.max_job_size()
-        if size > limit:
-            raise MessageTooBig(size, limit)
+        if size > (self._max_job_size or self.max_job_size()):
+            # Asked again before refusing: the server may have restarted with a higher -z.
+            self._max_job_size = None
+            limit = self.max_job_size()
+            if size > limit:
+                raise MessageTooBig(size, limit)
         command = wire.put_command(body, priority, delay, ttr)
-        if self._retry_for:
-            return self._borrow(self._put_on, tube, command, size, tube=tube)
-        # _borrow(), unrolled, for the default of no retries: see reserve().
-        conn = self._pool.checkout(tube)
-        try:
-            return self._put_on(conn, tube, command, size)
-        except BaseException as exc:
-            self._failed(conn, exc)  # raises the translation, if exc has one
-            raise
-        finally:
-            self._pool.checkin(conn)
+        return self._borrow(self._put_on, tube, command, size, tube=tube)
 
     def put_many(
         self, tube: str, bodies: Sequence[bytes], *, priority: int, delay: int, ttr: int
     ) -> list[int]:
-        """Store jobs, pipelined, and return their ids in order; see :meth:`Backend.put_many`."""
-        ids: list[int | None] = []
-        errors: dict[int, QueueError] = {}
-        conn = self._pool.checkout(tube=tube)
+        """Store jobs, pipelined, and return their ids in order; see :meth:`Backend.put_many`.
+
+        After a connection failure, the jobs whose replies had not come are
+        sent again (within ``retry_for``), so they may be stored twice.
+        """
+        done = _PutMany((priority, delay, ttr))
         try:
-            if conn.used != tube:
-                self._call(conn, self._use, conn, tube)
-            start = 0
-            while start < len(bodies):
-                end, batch = _batch(bodies, start, priority, delay, ttr)
-                sizes = [len(body) for body in bodies[start:end]]
-                self._call(conn, self._put_batch, conn, batch, sizes, ids, errors)
-                start = end
+            self._borrow(self._put_many_on, tube, bodies, done, tube=tube)
         except QueueConnectionError as exc:
+            if not done.sent:
+                raise  # nothing was sent: nothing can have been stored
+            ids = done.ids
             unknown = {index: exc for index in range(len(ids), len(bodies))}
-            raise PutManyError(ids + [None] * len(unknown), {**errors, **unknown}) from exc
-        finally:
-            self._pool.checkin(conn)
-        if errors:
-            raise PutManyError(ids, errors)
-        return [job_id for job_id in ids if job_id is not None]
+            raise PutManyError(ids + [None] * len(unknown), {**done.errors, **unknown}) from exc
+        if done.errors:
+            raise PutManyError(done.ids, done.errors)
+        return [job_id for job_id in done.ids if job_id is not None]
 
     def reserve(self, tubes: Sequence[str], timeout: float) -> Reserved:
         """Reserve a job; see :meth:`Backend.reserve`."""
         # A copy unless a tuple: connections remember the very tuple they watch for.
         watch = tubes if isinstance(tubes, tuple) else tuple(tubes)
-        # _borrow(), unrolled: a reserve is never tried again (its caller owns
-        # the timeout), so it needs neither _borrow's loop nor its *args call.
+        # Never tried again (its caller owns the timeout), so not through _borrow.
         conn = self._pool.checkout(None, watch, True)
         try:
-            return self._reserve_on(conn, watch, timeout)
-        except BaseException as exc:
-            self._failed(conn, exc)  # raises the translation, if exc has one
-            raise
+            return self._run(conn, self._reserve_on, conn, watch, timeout)
         finally:
             self._pool.checkin(conn)
 
@@ -265,12 +302,16 @@ class BeanstalkBackend(Backend):
         self._borrow(lambda conn: conn.wire.simple(command, b"KICKED"))
 
     def max_job_size(self) -> int:
-        """Return the server's ``max-job-size`` (asked once, then remembered)."""
+        """Return the server's ``max-job-size``, asked again after any connection was lost.
+
+        A lost connection may mean a restarted server with another ``-z``.
+        """
         limit = self._max_job_size
         if limit is None:
-            limit = self._max_job_size = self._borrow(
+            limit = self._borrow(
                 lambda conn: _count(wire.stats(conn.wire, b"stats\r\n"), "max-job-size")
             )
+            self._max_job_size = self._limit.size = limit
         return limit
 
     def close(self) -> None:
@@ -282,57 +323,52 @@ class BeanstalkBackend(Backend):
 
     # Running commands
 
-    def _borrow(
-        self,
-        command: Callable[..., T],
-        *args: object,
-        tube: str | None = None,
-    ) -> T:
-        """Run ``command(conn, *args)`` on a pooled connection ``conn``.
+    def _run(self, conn: Connection, command: Callable[..., T], *args: object) -> T:
+        """Run ``command(*args)`` on ``conn``, held: the one boundary of every command.
 
-        The pool prefers one using ``tube``. What the wire raises is translated
-        by :meth:`_failed`. Connection failures are retried for ``retry_for``
-        seconds (a reserve, whose caller owns its timeout, does not come here).
+        What the wire or the socket raises is translated here (by
+        :meth:`_failed`), and a connection that can no longer be trusted is
+        dropped here; nowhere else.
         """
-        give_up = 0.0  # set at the first failure: the common case never needs it
-        failures = 0
-        while True:
-            try:
-                conn = self._pool.checkout(tube)
-                try:
-                    return command(conn, *args)  # _call(), inlined: this is every command
-                except BaseException as exc:
-                    self._failed(conn, exc)  # raises the translation, if exc has one
-                    raise
-                finally:
-                    self._pool.checkin(conn)
-            except QueueConnectionError:
-                failures += 1
-                if failures == 1:
-                    give_up = time.monotonic() + self._retry_for
-                remaining = give_up - time.monotonic()
-                if remaining <= 0:
-                    raise
-                # Jittered, doubling, at most a second; the last try is at the deadline.
-                pause = random.uniform(0.5, 1.0) * min(1.0, 0.05 * 2**failures)  # noqa: S311
-                time.sleep(min(pause, remaining))
-
-    def _call(self, conn: Connection, command: Callable[..., T], *args: object) -> T:
-        """Run ``command(*args)`` on ``conn``, held, translating what the wire raises."""
         try:
             return command(*args)
         except BaseException as exc:
             self._failed(conn, exc)  # raises the translation, if exc has one
             raise
 
+    def _borrow(
+        self,
+        command: Callable[..., T],
+        *args: object,
+        tube: str | None = None,
+    ) -> T:
+        """Run ``command(conn, *args)`` on a pooled connection ``conn``, through :meth:`_run`.
+
+        The pool prefers one using ``tube``. Connection failures are retried
+        for ``retry_for`` seconds (a reserve, whose caller owns its timeout,
+        does not come here).
+        """
+        backoff: _Backoff | None = None  # made at the first failure: most calls never need it
+        while True:
+            try:
+                conn = self._pool.checkout(tube)
+                try:
+                    return self._run(conn, command, conn, *args)
+                finally:
+                    self._pool.checkin(conn)
+            except QueueConnectionError:
+                if backoff is None:
+                    backoff = _Backoff(self._retry_for)
+                if not backoff.pause():
+                    raise
+
     def _failed(self, conn: Connection, exc: BaseException) -> None:
-        """Deal with ``exc``, raised by a command on ``conn``, from an ``except`` clause.
+        """Deal with ``exc``, raised by a command on ``conn``; only :meth:`_run` calls this.
 
         Raises the QueueError that ``exc`` translates to, from ``exc``, having
         dropped ``conn`` if it can no longer be trusted; returns, for the
-        caller's bare ``raise``, when ``exc`` goes on as it is. Every command
-        that fails passes here (``_put_batch`` also translates the refusals it
-        records and goes on from).
+        caller's bare ``raise``, when ``exc`` goes on as it is. (``_put_batch``
+        also translates the refusals it records and goes on from.)
         """
         if isinstance(exc, QueueError):
             return  # already ours, e.g. Timeout (a TimeoutError, hence an OSError)
@@ -341,8 +377,8 @@ class BeanstalkBackend(Backend):
             if isinstance(error, QueueConnectionError):  # the connection cannot be trusted
                 self._drop(conn, error)
             raise error from exc
-        # Interrupted mid-command (KeyboardInterrupt, say): a reply may be left
-        # unread on the socket, and the next command would read it as its own.
+        # Interrupted mid-command (KeyboardInterrupt, say), or a bug: a reply
+        # may be left unread, and the next command would read it as its own.
         self._drop(conn, exc)
 
     def _settle(self, lease: Lease, command: bytes, expected: bytes, *, ends: bool = True) -> None:
@@ -356,6 +392,11 @@ class BeanstalkBackend(Backend):
             while not conn.lock.acquire(timeout=0.05):
                 if not ends and lease.settled:
                     raise NotFound(f"job {lease.job_id} was settled")
+                if conn.broken:
+                    raise NotFound(
+                        f"job {lease.job_id}'s reservation was lost with its connection; "
+                        "the server hands the job out again"
+                    )
         try:
             if conn.broken:
                 raise NotFound(
@@ -363,15 +404,20 @@ class BeanstalkBackend(Backend):
                     "the server hands the job out again"
                 )
             try:
-                conn.wire.simple(command, expected)  # _call(), unrolled as in reserve()
-            except BaseException as exc:
-                self._failed(conn, exc)  # raises the translation, if exc has one
-                raise
+                self._run(conn, conn.wire.simple, command, expected)
+            except QueueConnectionError as exc:
+                # Dropped with its connection: the server hands the job out again.
+                raise NotFound(
+                    f"job {lease.job_id}'s reservation was lost with its connection "
+                    f"({exc}); the server hands the job out again"
+                ) from exc
             finally:
                 if ends:
                     conn.let_go(lease)
         finally:
             conn.lock.release()
+        if ends:
+            self._pool.trim()  # the settle may have freed a connection beyond max_idle
 
     def _put_on(self, conn: Connection, tube: str, command: bytes, size: int) -> int:
         if conn.used != tube:
@@ -380,9 +426,26 @@ class BeanstalkBackend(Backend):
         try:
             return conn.wire.reply_int(b"INSERTED")
         except Refused as refused:
-            if refused.status != "JOB_TOO_BIG":
-                raise
+            return self._stored_anyway(refused, size)
+
+    def _stored_anyway(self, refused: Refused, size: int) -> int:
+        """Return the id of a job a put's refusal says was stored; else raise its error.
+
+        ``BURIED <id>``: the server stored the job but had no memory to queue
+        it; it is kept (buried), so putting it again would store it twice.
+        """
+        if refused.status == "BURIED" and len(refused.values) == 1:
+            job_id = wire.number(refused.values[0])
+            logger.warning(
+                "server %s stored job %d but buried it: it is out of memory (kick the job "
+                "once it has memory again)",
+                self.address,
+                job_id,
+            )
+            return job_id
+        if refused.status == "JOB_TOO_BIG":
             raise self._too_big(size) from refused
+        raise refused
 
     def _use(self, conn: Connection, tube: str) -> None:
         """Make ``conn`` put into ``tube``; callers check ``conn.used`` first."""
@@ -390,9 +453,25 @@ class BeanstalkBackend(Backend):
         conn.used = tube
 
     def _too_big(self, size: int) -> MessageTooBig:
-        # The server restarted with a lower -z; the connection is fine.
+        # The server restarted with a lower -z; the connection is fine. The
+        # limit is asked again on another connection (this one is mid-command).
         self._max_job_size = None
         return MessageTooBig(size, self.max_job_size())
+
+    def _put_many_on(
+        self, conn: Connection, tube: str, bodies: Sequence[bytes], done: _PutMany
+    ) -> None:
+        """Put ``bodies`` from the first without a result in ``done.ids`` on, in batches."""
+        if conn.used != tube:
+            self._use(conn, tube)
+        ids = done.ids
+        while len(ids) < len(bodies):
+            start = len(ids)
+            end, batch = _batch(bodies, start, *done.options)
+            done.sent = True
+            self._put_batch(
+                conn, batch, [len(body) for body in bodies[start:end]], ids, done.errors
+            )
 
     def _put_batch(
         self,
@@ -408,6 +487,9 @@ class BeanstalkBackend(Backend):
             try:
                 ids.append(conn.wire.reply_int(b"INSERTED"))
             except Refused as refused:
+                if refused.status == "BURIED" and len(refused.values) == 1:
+                    ids.append(self._stored_anyway(refused, size))
+                    continue
                 if refused.status == "JOB_TOO_BIG":
                     # No other command mid-batch: the limit is asked again next time.
                     error: QueueError = MessageTooBig(size, self._max_job_size or 0)
@@ -420,26 +502,42 @@ class BeanstalkBackend(Backend):
                 ids.append(None)
 
     def _reserve_on(self, conn: Connection, tubes: tuple[str, ...], timeout: float) -> Reserved:
-        """Reserve from ``tubes`` on ``conn``, held and holding no job."""
+        """Reserve from ``tubes`` on ``conn``, held."""
         if conn.watched_for is not tubes:
             self._watch(conn, tubes)
-        now = time.monotonic()
-        deadline = now + timeout
         seconds = math.ceil(timeout)
+        conn.wire.send(wire.reserve_command(seconds))
+        return self._await_job(conn, tubes, time.monotonic() + timeout, seconds)
+
+    def _await_job(
+        self, conn: Connection, tubes: tuple[str, ...], deadline: float, seconds: int
+    ) -> Reserved:
+        """Read the reply to a reserve-with-timeout of ``seconds`` just sent on ``conn``.
+
+        Reserves again until a job comes or ``deadline`` (``time.monotonic()``)
+        has passed: beanstalkd counts whole seconds, and answers DEADLINE_SOON
+        at once, with nothing ready, while a job this connection holds is in
+        the last second of its time-to-run (a message held, or dropped
+        unsettled). That is no failure: the job is settled or runs out within
+        the second, so the reserve waits a little and goes on.
+
+        :raises Timeout: when no job came by ``deadline``.
+        """
         while True:
-            conn.wire.send(wire.reserve_command(seconds))
             try:
-                job_id, body = conn.wire.reserved(now + seconds + self._timeout)
-                break
+                job_id, body = conn.wire.reserved(time.monotonic() + seconds + self._timeout)
+                return self._lease_reserved(conn, tubes, job_id, body)
             except Refused as refused:
-                # beanstalkd counts whole seconds; never give up before the deadline.
-                if refused.status != "TIMED_OUT":
+                if refused.status not in _NO_JOB_YET:
                     raise
                 now = time.monotonic()
+                if refused.status == "DEADLINE_SOON" and now < deadline:
+                    conn.wire.readable(min(DEADLINE_SOON_PAUSE, deadline - now))
+                    now = time.monotonic()
                 if now >= deadline:
-                    raise Timeout(f"no message on {', '.join(tubes)} within {timeout:g}s") from None
+                    raise Timeout(f"no message on {', '.join(tubes)} by the timeout") from None
                 seconds = math.ceil(deadline - now)
-        return self._lease_reserved(conn, tubes, job_id, body)
+            conn.wire.send(wire.reserve_command(seconds))
 
     def _lease_reserved(
         self, conn: Connection, tubes: Sequence[str], job_id: int, body: bytes
@@ -456,19 +554,34 @@ class BeanstalkBackend(Backend):
         return tuple.__new__(Reserved, (job_id, body, tube, lease))
 
     def _watch(self, conn: Connection, tubes: tuple[str, ...]) -> None:
-        """Make ``conn`` reserve from ``tubes``; callers check ``conn.watched_for`` first."""
+        """Make ``conn`` reserve from ``tubes``; callers check ``conn.watched_for`` first.
+
+        ``conn.watched`` follows each command that succeeded, so a refusal part
+        way leaves it true to what the server knows of the connection.
+        """
         watching = frozenset(tubes)
-        # Watch first: beanstalkd refuses to ignore a connection's last tube.
-        for tube in watching - conn.watched:
-            wire.watch(conn.wire, tube)
-        for tube in conn.watched - watching:
-            wire.ignore(conn.wire, tube)
-        conn.watched = watching
+        current = set(conn.watched)
+        try:
+            # Watch first: beanstalkd refuses to ignore a connection's last tube.
+            for tube in tubes:
+                if tube not in current:
+                    wire.watch(conn.wire, tube)
+                    current.add(tube)
+            for tube in sorted(current - watching):
+                wire.ignore(conn.wire, tube)
+                current.discard(tube)
+        finally:
+            conn.watched = frozenset(current)
         conn.watched_for = tubes
 
     def _drop(self, conn: Connection, error: BaseException) -> None:
+        """Close a connection that failed; its reservations go back to the server.
+
+        Quiet for a connection this process shut itself (a stop, a close):
+        that loss was asked for.
+        """
         held = conn.holding()
-        if held:
+        if held and not conn.broken:
             logger.warning(
                 "connection to %s lost with %d reserved job(s); the server hands them out "
                 "again: %r",
@@ -476,32 +589,39 @@ class BeanstalkBackend(Backend):
                 held,
                 error,
             )
+        self._server_lost()
         self._pool.forget(conn)
+
+    def _server_lost(self) -> None:
+        """Forget what the server said of itself: it may have restarted with another ``-z``."""
+        self._max_job_size = None
+        self._limit.size = wire.MAX_BODY
 
 
 class _BeanstalkConsumer(Consumer):
-    """A connection of one worker's own; interrupt() shuts its socket mid-reserve."""
+    """A connection of one worker's own; interrupt() shuts its socket mid-reserve or mid-connect."""
 
     def __init__(self, backend: BeanstalkBackend, tubes: Sequence[str]) -> None:
         self.backend = self._backend = backend
         self._tubes = tuple(tubes)
         self._conn: Connection | None = None
-        # Guards _interrupted and _reserving, so interrupt() shuts the socket only
-        # while a reserve is under way, never while the worker holds a job.
+        # Guards _interrupted, _reserving and _connecting, so interrupt() shuts
+        # a socket only while it connects or reserves, never while the worker
+        # holds a job on it.
         self._state = threading.Lock()
         self._interrupted = False
         self._reserving = False
+        self._connecting: socket.socket | None = None
 
     def reserve(self, timeout: float) -> Reserved | None:
         """Reserve a job; see :meth:`Consumer.reserve`."""
         conn = self._connection()
-        if not self._start_reserving():
+        if conn is None or not self._start_reserving():
             return None
+        backend = self._backend
         try:
             with conn.lock:
-                return self._backend._call(
-                    conn, self._backend._reserve_on, conn, self._tubes, timeout
-                )
+                return backend._run(conn, backend._reserve_on, conn, self._tubes, timeout)
         except Timeout:
             return None
         except QueueConnectionError:
@@ -513,41 +633,22 @@ class _BeanstalkConsumer(Consumer):
 
     def delete_and_reserve(self, lease: Lease, timeout: float) -> tuple[bool, Reserved | None]:
         """Delete and reserve in one write; see :meth:`Consumer.delete_and_reserve`."""
-        conn = self._connection()
-        if not isinstance(lease, _BeanstalkLease) or lease.connection is not conn:
+        conn = self._conn
+        if conn is None or not isinstance(lease, _BeanstalkLease) or lease.connection is not conn:
             return super().delete_and_reserve(lease, timeout)
-        seconds = math.ceil(timeout)
         backend = self._backend
-        reply_by = time.monotonic() + seconds + backend._timeout
-        # No closures and no _call(*args): this runs once per message.
+        seconds = math.ceil(timeout)
+        deadline = time.monotonic() + timeout
         with conn.lock:
-            try:
-                if conn.watched_for is not self._tubes:
-                    backend._watch(conn, self._tubes)
-                conn.wire.send(b"delete %d\r\n%b" % (lease.job_id, wire.reserve_command(seconds)))
-                try:
-                    conn.wire.reply(b"DELETED", 0)
-                    deleted = True
-                except Refused as refused:
-                    if refused.status != "NOT_FOUND":
-                        raise
-                    deleted = False
-                finally:
-                    conn.let_go(lease)
-            except BaseException as exc:
-                backend._failed(conn, exc)  # raises the translation, if exc has one
-                raise
+            deleted = backend._run(conn, self._delete_then_reserve, conn, lease, seconds)
             # The delete is settled; only now may interrupt() cut the reserve short.
             if not self._start_reserving():
                 backend._pool.forget(conn)  # the only way to end the reserve just sent
                 return deleted, None
             try:
-                try:
-                    job_id, body = conn.wire.reserved(reply_by)
-                    return deleted, backend._lease_reserved(conn, self._tubes, job_id, body)
-                except BaseException as exc:
-                    backend._failed(conn, exc)
-                    raise
+                return deleted, backend._run(
+                    conn, backend._await_job, conn, self._tubes, deadline, seconds
+                )
             except Timeout:
                 return deleted, None
             except QueueConnectionError:
@@ -557,13 +658,40 @@ class _BeanstalkConsumer(Consumer):
             finally:
                 self._stop_reserving()
 
+    def _delete_then_reserve(self, conn: Connection, lease: Lease, seconds: int) -> bool:
+        """Send a delete and a reserve in one write; read the delete's reply.
+
+        :returns: whether the delete found the job.
+        """
+        if conn.watched_for is not self._tubes:
+            self._backend._watch(conn, self._tubes)
+        conn.wire.send(b"delete %d\r\n%b" % (lease.job_id, wire.reserve_command(seconds)))
+        try:
+            conn.wire.reply(b"DELETED", 0)
+            return True
+        except Refused as refused:
+            if refused.status == "NOT_FOUND":
+                return False
+            # The reserve's reply is still to come: to anyone else the stream is
+            # out of step, so the connection must go (the job goes back).
+            raise WireError(
+                f"delete refused with {refused.status} while a reserve was pending"
+            ) from refused
+        finally:
+            conn.let_go(lease)
+
     def interrupt(self) -> None:
-        """End a blocked reserve at once; see :meth:`Consumer.interrupt`."""
+        """End a blocked reserve or connect at once; see :meth:`Consumer.interrupt`."""
         with self._state:
             self._interrupted = True
+            if self._connecting is not None:
+                with contextlib.suppress(OSError):
+                    self._connecting.shutdown(socket.SHUT_RDWR)
             if self._reserving and self._conn is not None:
                 # The connection holds no job while it reserves: closing it loses
                 # nothing, and a job reserved in this very instant goes back.
+                # Marked broken first, so what fails on it now is not logged as a loss.
+                self._conn.broken = True
                 with contextlib.suppress(OSError):
                     self._conn.sock.shutdown(socket.SHUT_RDWR)
 
@@ -573,11 +701,29 @@ class _BeanstalkConsumer(Consumer):
         if conn is not None:
             self._backend._pool.forget(conn)
 
-    def _connection(self) -> Connection:
+    def _connection(self) -> Connection | None:
+        """Return the consumer's connection, opening it if need be; None once interrupted."""
         conn = self._conn
-        if conn is None or conn.broken:
-            conn = self._conn = self._backend._pool.connect()
+        if conn is not None and not conn.broken:
+            return conn
+        try:
+            conn = self._conn = self._backend._pool.connect(self._watch_connect)
+        except QueueConnectionError:
+            if self._interrupted:
+                return None
+            raise
+        finally:
+            with self._state:
+                self._connecting = None
         return conn
+
+    def _watch_connect(self, sock: socket.socket) -> bool:
+        """Remember the socket being connected, for interrupt(); False once interrupted."""
+        with self._state:
+            if self._interrupted:
+                return False
+            self._connecting = sock
+            return True
 
     def _start_reserving(self) -> bool:
         with self._state:
@@ -589,6 +735,41 @@ class _BeanstalkConsumer(Consumer):
     def _stop_reserving(self) -> None:
         with self._state:
             self._reserving = False
+
+
+class _PutMany:
+    """What a put_many has done so far: ids (None where refused), errors by position."""
+
+    __slots__ = ("errors", "ids", "options", "sent")
+
+    def __init__(self, options: tuple[int, int, int]) -> None:
+        #: priority, delay and ttr of every put.
+        self.options = options
+        self.ids: list[int | None] = []
+        self.errors: dict[int, QueueError] = {}
+        #: Whether any put went out (and so may have been stored).
+        self.sent = False
+
+
+class _Backoff:
+    """Jittered, doubling pauses between tries after connection failures, within a budget."""
+
+    __slots__ = ("_failures", "_give_up")
+
+    def __init__(self, budget: float) -> None:
+        self._failures = 0
+        self._give_up = time.monotonic() + budget
+
+    def pause(self) -> bool:
+        """Sleep before the next try and return True; False once the budget is spent."""
+        self._failures += 1
+        remaining = self._give_up - time.monotonic()
+        if remaining <= 0:
+            return False
+        # At most a second; the last try is at the end of the budget.
+        pause = random.uniform(0.5, 1.0) * min(1.0, 0.05 * 2**self._failures)  # noqa: S311
+        time.sleep(min(pause, remaining))
+        return True
 
 
 def _batch(

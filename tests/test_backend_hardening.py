@@ -1,0 +1,315 @@
+"""The beanstalkd backend against misbehaving servers and awkward use.
+
+Server misbehaviour a real beanstalkd will not produce (a BURIED put, a refused
+pipelined delete, a refused watch, silence) comes from a scripted server on
+loopback; everything else runs against a real beanstalkd.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from queue_beanstalk import (
+    Handler,
+    Message,
+    MessageTooBig,
+    QueueConnectionError,
+    QueueFactory,
+    factory,
+)
+from queue_beanstalk.backends.beanstalk import BeanstalkBackend, _BeanstalkLease
+from queue_beanstalk.testing import BeanstalkdServer
+
+from .conftest import StartFake
+from .support import STATS_OK, Reply, eventually
+
+
+@pytest.fixture
+def server() -> Iterator[BeanstalkdServer]:
+    """A beanstalkd of the test's own, to stop and restart."""
+    with BeanstalkdServer() as started:
+        yield started
+
+
+def _backend(queues: QueueFactory) -> BeanstalkBackend:
+    backend = queues.backend
+    assert isinstance(backend, BeanstalkBackend)
+    return backend
+
+
+# A put answered BURIED <id>: stored, not failed.
+
+
+def test_a_put_answered_buried_returns_its_id_and_warns(
+    fake_beanstalkd: StartFake, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = fake_beanstalkd({b"put": [Reply(b"BURIED 7\r\n")]})
+    with factory(server.url, timeout=2) as queues:
+        message = Message("kept")
+        assert queues.get("q").put(message) == 7
+        assert message.id == 7
+    assert any("buried" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_put_many_counts_a_buried_put_as_stored(fake_beanstalkd: StartFake) -> None:
+    server = fake_beanstalkd(
+        {b"put": [Reply(b"INSERTED 1\r\n"), Reply(b"BURIED 2\r\n"), Reply(b"INSERTED 3\r\n")]}
+    )
+    with factory(server.url, timeout=2) as queues:
+        assert queues.get("q").put_many([Message("a"), Message("b"), Message("c")]) == [1, 2, 3]
+
+
+# DEADLINE_SOON: a reserve on a connection whose job is about to time out.
+
+
+def test_a_get_after_a_message_was_dropped_unsettled_waits_for_it(
+    queues: QueueFactory, tube: str
+) -> None:
+    queue = queues.get(tube)
+    job_id = queue.put(Message("dropped"), ttr=1)
+    message = queue.get(timeout=1)
+    del message  # never settled; on beanstalkd its connection is reused at once
+    gc.collect()
+    # beanstalkd answers DEADLINE_SOON to this reserve: it must not be an error.
+    again = queue.get(timeout=5)
+    assert again.id == job_id
+    queue.delete(again)
+
+
+def test_a_get_times_out_cleanly_while_a_job_of_its_connection_is_due(
+    queues: QueueFactory, tube: str
+) -> None:
+    queue = queues.get(tube)
+    queue.put(Message("dropped"), ttr=2)
+    message = queue.get(timeout=1)
+    del message
+    gc.collect()
+    with pytest.raises(TimeoutError):
+        queue.get(timeout=0)
+
+
+def test_deadline_soon_after_a_pipelined_delete_is_waited_out(fake_beanstalkd: StartFake) -> None:
+    job = b'RESERVED %d 24\r\n{"action":"a","args":[]}\r\n'
+    server = fake_beanstalkd(
+        {
+            b"watch": [Reply(b"WATCHING 2\r\n")],
+            b"ignore": [Reply(b"WATCHING 1\r\n")],
+            b"reserve-with-timeout": [
+                Reply(job % 1),
+                Reply(b"DEADLINE_SOON\r\n"),
+                Reply(job % 2),
+            ],
+            b"delete": [Reply(b"DELETED\r\n")],
+        }
+    )
+    with factory(server.url, timeout=2) as queues:
+        consumer = _backend(queues).consumer(["q"])
+        first = consumer.reserve(1)
+        assert first is not None
+        first.lease.claim()
+        deleted, second = consumer.delete_and_reserve(first.lease, 3)
+        assert deleted
+        assert second is not None
+        assert second.job_id == 2
+        consumer.close()
+
+
+# A pipelined delete refused: the reserve's reply is still to come.
+
+
+def test_a_pipelined_delete_refused_drops_the_connection_out_of_step(
+    fake_beanstalkd: StartFake,
+) -> None:
+    job = b'RESERVED %d 24\r\n{"action":"a","args":[]}\r\n'
+    server = fake_beanstalkd(
+        {
+            b"watch": [Reply(b"WATCHING 2\r\n")],
+            b"ignore": [Reply(b"WATCHING 1\r\n")],
+            b"reserve-with-timeout": [Reply(job % 1), Reply(job % 2)],
+            b"delete": [Reply(b"INTERNAL_ERROR\r\n")],
+        }
+    )
+    with factory(server.url, timeout=2) as queues:
+        consumer = _backend(queues).consumer(["q"])
+        first = consumer.reserve(1)
+        assert first is not None
+        first.lease.claim()
+        assert isinstance(first.lease, _BeanstalkLease)
+        conn = first.lease.connection
+        with pytest.raises(QueueConnectionError, match="INTERNAL_ERROR"):
+            consumer.delete_and_reserve(first.lease, 1)
+        assert conn.broken, "a connection with a reply pending was kept"
+        consumer.close()
+
+
+# watch refused part way: what the connection watches stays true.
+
+
+def test_a_watch_refused_part_way_leaves_the_watch_list_true(fake_beanstalkd: StartFake) -> None:
+    server = fake_beanstalkd(
+        {
+            b"watch": [Reply(b"WATCHING 2\r\n"), Reply(b"OUT_OF_MEMORY\r\n")],
+            b"reserve-with-timeout": [Reply(b"TIMED_OUT\r\n")],
+        }
+    )
+    with factory(server.url, timeout=2) as queues:
+        backend = _backend(queues)
+        with pytest.raises(Exception, match="OUT_OF_MEMORY"):
+            backend.reserve(("a", "b"), 0)
+        conn = next(iter(backend._pool.open))
+        assert not conn.broken
+        # "a" was watched before the refusal; the server knows it, so must we.
+        assert conn.watched == {"default", "a"}
+
+
+# Connections: bounded, trimmed after settling, puts away from reservations.
+
+
+def test_one_thread_holding_many_messages_opens_at_most_max_connections(
+    beanstalkd_url: str, tube: str
+) -> None:
+    with factory(beanstalkd_url, max_connections=4, max_idle=1) as queues:
+        queue = queues.get(tube)
+        queue.put_many([Message("batch", [str(n)]) for n in range(60)])
+        held = [queue.get(timeout=1) for _ in range(60)]
+        backend = _backend(queues)
+        assert len(backend._pool.open) <= 4
+        for message in held:
+            queue.delete(message)
+        # Once settled, free idle connections beyond max_idle are closed.
+        assert len(backend._pool.open) <= 2
+
+
+def test_at_the_bound_a_command_waits_then_fails_clearly(beanstalkd_url: str, tube: str) -> None:
+    with factory(beanstalkd_url, max_connections=1, timeout=0.5) as queues:
+        queue = queues.get(tube)
+        with ThreadPoolExecutor(1) as pool:
+            blocked = pool.submit(queue.get, 3)  # holds the only connection
+            time.sleep(0.3)
+            started = time.monotonic()
+            with pytest.raises(QueueConnectionError, match="max_connections"):
+                queue.put(Message("no room"))
+            assert time.monotonic() - started < 2
+            queue_other = queues.get(tube + "-x")
+            with pytest.raises(TimeoutError):
+                blocked.result(timeout=10)
+            queue_other.put(Message("room again"))
+
+
+def test_a_put_does_not_share_a_connection_holding_a_reservation(
+    beanstalkd_url: str, tube: str
+) -> None:
+    with factory(beanstalkd_url) as queues:
+        queue = queues.get(tube)
+        queue.put(Message("held"))
+        held = queue.get(timeout=1)
+        assert isinstance(held._lease, _BeanstalkLease)
+        queue.put(Message("another"))
+        # A failing put would drop its connection; the reservation is not on it.
+        assert _backend(queues)._pool._affinity.conn is not held._lease.connection
+        queue.delete(held)
+
+
+# Timeouts.
+
+
+def test_a_timeout_below_a_microsecond_still_bounds_a_reply(fake_beanstalkd: StartFake) -> None:
+    server = fake_beanstalkd({b"stats": [STATS_OK]})  # then silence for the put
+    with factory(server.url, timeout=1e-9) as queues, ThreadPoolExecutor(1) as pool:
+        queues.backend._max_job_size = 65535  # type: ignore[attr-defined]
+        put = pool.submit(queues.get("q").put, Message("x"))
+        with pytest.raises(QueueConnectionError):
+            put.result(timeout=5)
+
+
+def test_put_many_retries_within_its_budget_while_the_server_restarts(
+    server: BeanstalkdServer,
+) -> None:
+    with factory(server.url, retry_for=10, connect_timeout=1) as queues:
+        queue = queues.get("budget")
+        queue.put(Message("before"))
+        server.kill()
+        restart = threading.Timer(1.0, server.start)
+        restart.start()
+        try:
+            ids = queue.put_many([Message("during", [str(n)]) for n in range(5)])
+        finally:
+            restart.join()
+        assert len(ids) == 5
+        assert all(queues.backend.stats_job(job_id).state == "ready" for job_id in ids)
+
+
+def test_stop_interrupts_a_worker_that_is_connecting() -> None:
+    # A listener whose backlog is full: connects to it hang, as to a host that drops SYNs.
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        with factory(f"beanstalk://127.0.0.1:{port}", connect_timeout=30) as queues:
+            handler: Handler = queues.handler(lambda message: None, "q", concurrency=2)
+            handler.start()
+            time.sleep(0.5)  # the workers are in connect()
+            started = time.monotonic()
+            handler.stop()
+            assert handler.wait(5)
+            assert time.monotonic() - started < 2
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+def test_max_job_size_is_asked_again_after_the_server_restarts(tmp_path: object) -> None:
+    first = BeanstalkdServer(max_job_size=1000).start()
+    port = first.port
+    try:
+        with factory(first.url) as queues:
+            queue = queues.get("sizes")
+            with pytest.raises(MessageTooBig):
+                queue.put(Message("big", ["x" * 5000]))
+            first.stop()
+            second = BeanstalkdServer(port, max_job_size=100_000).start()
+            try:
+                eventually(lambda: _puts(queue), timeout=10)
+            finally:
+                second.stop()
+    finally:
+        first.stop()
+
+
+def _puts(queue: object) -> bool:
+    try:
+        queue.put(Message("big", ["x" * 5000]))  # type: ignore[attr-defined]
+    except QueueConnectionError:
+        return False
+    return True
+
+
+# URLs.
+
+
+@pytest.mark.parametrize(
+    ("url", "match"),
+    [
+        ("beanstalk://127.0.0.1:0", "port"),
+        ("beanstalk://user:secret@127.0.0.1:11300", "no user or password"),
+        ("beanstalk://user@127.0.0.1", "no user or password"),
+    ],
+)
+def test_a_url_the_backend_cannot_honour_is_a_value_error(url: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match) as caught:
+        factory(url)
+    assert "secret" not in str(caught.value)
