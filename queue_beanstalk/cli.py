@@ -21,6 +21,8 @@ Exit codes, also module constants::
                            connection broke
     EXIT_IMPORT       4    worker: the function's module or name cannot be imported
     EXIT_NOT_CALLABLE 5    worker: what the target names is not callable
+    EXIT_HANDLER_FAILED 6  worker: a worker thread ended on an error it could
+                           not survive (logged); a supervisor should restart it
     EXIT_INTERRUPTED  130  stopped by Ctrl-C (128 + SIGINT, as shells report it),
                            or a worker told twice to stop
 
@@ -42,6 +44,7 @@ from .queue_factory import DEFAULT_MAX_ATTEMPTS, factory
 __all__ = [
     "EXIT_CONNECTION",
     "EXIT_ERROR",
+    "EXIT_HANDLER_FAILED",
     "EXIT_IMPORT",
     "EXIT_INTERRUPTED",
     "EXIT_NOT_CALLABLE",
@@ -57,6 +60,7 @@ EXIT_USAGE = 2
 EXIT_CONNECTION = 3
 EXIT_IMPORT = 4
 EXIT_NOT_CALLABLE = 5
+EXIT_HANDLER_FAILED = 6
 EXIT_INTERRUPTED = 130
 
 PROG = "queue-beanstalk"
@@ -175,6 +179,7 @@ def _worker(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             max_attempts=args.max_attempts,
             forced_exit=EXIT_INTERRUPTED,
+            failed_exit=EXIT_HANDLER_FAILED,
         )
 
 

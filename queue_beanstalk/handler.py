@@ -16,16 +16,26 @@ holds more messages than it can start. What happens to a message:
 
 A function that runs past the message's time-to-run keeps its reservation: a
 keeper thread touches it, so the message is not handed to another worker.
+
+Errors
+    A worker survives whatever the codec, the wire or the backend raise: it
+    logs the error, backs off and goes on (one boundary, in ``Handler._work``).
+    Should a worker still end (an error that is not an ``Exception``), the
+    handler fails as a whole: the other workers stop, :attr:`Handler.running`
+    turns False and :attr:`Handler.failure` says why, so the worker command
+    exits non-zero and a supervisor can restart it. No worker ends silently.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from .backend import Backend, Consumer, Lease, Reserved
 from .codec import Codec
@@ -48,6 +58,25 @@ RESERVE_TIMEOUT = 5.0
 KEEP_AFTER = 0.5
 # How often the keeper looks at the running callbacks, in seconds.
 SCAN = 0.1
+
+
+class _State(enum.Enum):
+    """Where a handler is in its life; changed only under the handler's lock."""
+
+    STOPPED = "stopped"
+    RUNNING = "running"
+    #: stop() was called; workers finish their callbacks and end.
+    STOPPING = "stopping"
+    #: A worker ended on an error it could not survive; the others are stopping.
+    FAILED = "failed"
+
+
+class _Outcome(enum.Enum):
+    """What is done with a message once its callback is over."""
+
+    DELETE = "delete"
+    RELEASE = "release"
+    BURY = "bury"
 
 
 class Retry(Exception):
@@ -112,7 +141,8 @@ class Handler:
         self._retry_delay = retry_delay
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._state = "stopped"  # "running", "stopping", "stopped"; changed under _lock
+        self._state = _State.STOPPED
+        self._failure: BaseException | None = None
         self._workers: list[threading.Thread] = []
         self._consumers: list[Consumer] = []
         self._keeper: _Keeper | None = None
@@ -120,8 +150,16 @@ class Handler:
 
     @property
     def running(self) -> bool:
-        """Whether the handler was started and not stopped since."""
-        return self._state == "running"
+        """Whether the handler was started, and neither stopped nor failed since."""
+        return self._state is _State.RUNNING
+
+    @property
+    def failure(self) -> BaseException | None:
+        """What ended a worker and so stopped the handler; None unless it failed.
+
+        Cleared by the next :meth:`start`.
+        """
+        return self._failure
 
     @property
     def queues(self) -> tuple[str, ...]:
@@ -132,14 +170,16 @@ class Handler:
         """Start the worker threads; does nothing when already running.
 
         Safe to call many times, from many threads at once: one set of workers
-        runs. After ``stop()``, it first waits for the previous workers to end.
+        runs. After ``stop()`` or a failure, it first waits for the previous
+        workers to end.
         """
         with self._lock:
-            if self._state == "running":
+            if self._state is _State.RUNNING:
                 return
-            if self._state == "stopping":
+            if self._state is not _State.STOPPED:
                 self._join(self._workers, None)
-                self._stopped()
+                self._ended()
+            self._failure = None
             self._stopping.clear()
             self._keeper = _Keeper(self._backend, self._concurrency, self._stopping)
             self._consumers = [
@@ -154,7 +194,7 @@ class Handler:
                 )
                 for number, consumer in enumerate(self._consumers)
             ]
-            self._state = "running"
+            self._state = _State.RUNNING
             for worker in self._workers:
                 worker.start()
         logger.info(
@@ -167,18 +207,21 @@ class Handler:
         No message is taken after this; a pending reserve ends at once; callbacks
         in flight finish and their messages are settled.
 
-        :raises HandlerNotRunning: when the handler is not running.
+        :raises HandlerNotRunning: when the handler is not running (never
+            started, stopped, or failed: see :attr:`failure`).
         """
         with self._lock:
-            if self._state != "running":
-                raise HandlerNotRunning("the handler is not running")
-            self._state = "stopping"
-            self._stopping.set()
-            for consumer in self._consumers:
-                consumer.interrupt()
+            if self._state is not _State.RUNNING:
+                raise HandlerNotRunning(f"the handler is not running (it is {self._state.value})")
+            self._state = _State.STOPPING
+            self._interrupt()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every worker has ended and every callback in flight has finished.
+
+        May be called from any thread, a callback included: from a worker
+        thread it waits for the other workers (the caller's own ends once its
+        callback returns).
 
         :param timeout: seconds to wait at most; None waits as long as it takes.
         :returns: True when the workers have ended, False when the timeout passed first.
@@ -186,37 +229,67 @@ class Handler:
         if not self._join(self._workers, timeout):
             return False
         with self._lock:
-            self._stopped()
+            self._ended()
         return True
 
     def __repr__(self) -> str:
         return (
             f"queue_beanstalk.Handler(queues={self._names!r}, "
-            f"concurrency={self._concurrency}, state={self._state!r})"
+            f"concurrency={self._concurrency}, state={self._state.value!r})"
         )
+
+    def _interrupt(self) -> None:
+        """Make every worker end after its callback; call with ``_lock`` held."""
+        self._stopping.set()
+        for consumer in self._consumers:
+            consumer.interrupt()
 
     @staticmethod
     def _join(workers: list[threading.Thread], timeout: float | None) -> bool:
-        """Join ``workers`` within one deadline; return whether all have ended."""
+        """Join ``workers`` but the calling one within one deadline; return whether all ended."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        current = threading.current_thread()
         for worker in workers:
+            if worker is current:
+                continue  # a callback calling wait(): this worker ends when it returns
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             worker.join(remaining)
             if worker.is_alive():
                 return False
         return True
 
-    def _stopped(self) -> None:
-        """Record that the stopped workers have ended; call with ``_lock`` held."""
-        if self._state == "stopping" and not any(w.is_alive() for w in self._workers):
-            self._state = "stopped"
-            if self._keeper is not None:
-                self._keeper.close()
+    def _ended(self) -> None:
+        """Record that the stopped (or failed) workers have ended; call with ``_lock`` held."""
+        if self._state is _State.RUNNING or any(w.is_alive() for w in self._workers):
+            return
+        if self._keeper is not None:
+            self._keeper.close()
+        if self._state is _State.STOPPING:
+            self._state = _State.STOPPED
             logger.info("handler stopped")
+
+    def _crashed(self, error: BaseException) -> None:
+        """Fail the handler: a worker ended on ``error``; the others are told to stop."""
+        logger.critical(
+            "handler worker %s ended on an error it cannot survive; stopping the handler",
+            threading.current_thread().name,
+            exc_info=error,
+        )
+        with self._lock:
+            if self._failure is None:
+                self._failure = error
+            if self._state is _State.RUNNING:
+                self._state = _State.FAILED
+                self._interrupt()
 
     # Worker threads
 
     def _work(self, consumer: Consumer, keeper: _Keeper, slot: int) -> None:
+        """Run one worker thread: the one error boundary around the handling of messages.
+
+        Whatever the backend or the codec raise is logged, backed off from and
+        survived; what still ends the loop fails the handler (:meth:`_crashed`).
+        """
         # A handled message's delete waits to go out with the next reserve, in
         # one write: one round trip per message instead of two.
         done: Lease | None = None
@@ -225,7 +298,7 @@ class Handler:
             while not self._stopping.is_set():
                 try:
                     reserved = self._next(consumer, done)
-                except QueueError as exc:
+                except Exception as exc:  # noqa: BLE001 - a worker outlives anything a backend raises
                     failures += 1
                     self._health.failed(exc)
                     self._stopping.wait(_backoff(failures))
@@ -239,14 +312,21 @@ class Handler:
                     continue
                 if self._stopping.is_set():
                     # Reserved as stop() came: hand it back at once, not started.
-                    self._settle(reserved.lease, "release", 0)
+                    # On beanstalkd the interrupt closed its connection, which
+                    # already did: a failure to release is expected, and quiet.
+                    self._settle(reserved.lease, _Outcome.RELEASE, quiet=True)
                     break
-                done = self._handle(reserved, keeper, slot)
+                try:
+                    done = self._handle(reserved, keeper, slot)
+                except Exception:
+                    logger.exception(
+                        "handler worker failed on job %d; releasing it", reserved.job_id
+                    )
+                    self._settle(reserved.lease, _Outcome.RELEASE)
             if done is not None:
-                self._apply(done, "delete", 0)
-        except BaseException:
-            logger.exception("handler worker crashed")
-            raise
+                self._apply(done, _Outcome.DELETE)
+        except BaseException as exc:  # noqa: BLE001 - recorded and logged: the handler fails
+            self._crashed(exc)
         finally:
             consumer.close()
 
@@ -256,7 +336,7 @@ class Handler:
             return consumer.reserve(RESERVE_TIMEOUT)
         deleted, reserved = consumer.delete_and_reserve(done, RESERVE_TIMEOUT)
         if not deleted:
-            _log_lost(done, "delete")
+            _log_lost(done, _Outcome.DELETE)
         return reserved
 
     def _handle(self, reserved: Reserved, keeper: _Keeper, slot: int) -> Lease | None:
@@ -270,9 +350,9 @@ class Handler:
         try:
             self._func(message)
         except Retry as request:
-            self._settle(lease, "release", request.delay)
+            self._settle(lease, _Outcome.RELEASE, request.delay)
         except Bury:
-            self._settle(lease, "bury", 0)
+            self._settle(lease, _Outcome.BURY)
         except BaseException:
             logger.exception("handler function failed on %r", message)
             self._fail(lease, message)
@@ -292,9 +372,9 @@ class Handler:
             attempts, priority = 1, self._priority
         if attempts >= self._max_attempts:
             logger.error("giving up on %r after %d attempt(s): buried", message, attempts)
-            self._settle(lease, "bury", 0, priority)
+            self._settle(lease, _Outcome.BURY, priority=priority)
             return
-        self._settle(lease, "release", self._delay_for(attempts), priority)
+        self._settle(lease, _Outcome.RELEASE, self._delay_for(attempts), priority)
 
     def _delay_for(self, attempt: int) -> int:
         delay = self._retry_delay
@@ -304,38 +384,77 @@ class Handler:
             logger.exception("retry_delay failed for attempt %d; using the default", attempt)
             return whole_seconds(exponential_backoff(attempt), "retry_delay")
 
-    def _settle(self, lease: Lease, outcome: str, delay: int, priority: int | None = None) -> None:
+    def _settle(
+        self,
+        lease: Lease,
+        outcome: _Outcome,
+        delay: int = 0,
+        priority: int | None = None,
+        *,
+        quiet: bool = False,
+    ) -> None:
         if lease.claim():
-            self._apply(lease, outcome, delay, priority)
+            self._apply(lease, outcome, delay, priority, quiet=quiet)
         # else the function settled the message itself
 
-    def _apply(self, lease: Lease, outcome: str, delay: int, priority: int | None = None) -> None:
-        """Delete, release or bury a claimed lease; a failure is logged, not raised.
+    def _apply(
+        self,
+        lease: Lease,
+        outcome: _Outcome,
+        delay: int = 0,
+        priority: int | None = None,
+        *,
+        quiet: bool = False,
+    ) -> None:
+        """Delete, release or bury a claimed lease; a failure is logged, never raised.
 
         A released or buried message keeps its priority: beanstalkd's release and
-        bury set one, so it is looked up (``stats-job``) when not given.
+        bury set one, so it is looked up (``stats-job``) when not given, and
+        when that fails the message goes back with the factory's default
+        rather than not at all. ``quiet`` logs failures at debug level only.
         """
         try:
-            if outcome == "delete":
+            if outcome is _Outcome.DELETE:
                 self._backend.delete(lease)
-                return
-            if priority is None:
-                priority = self._backend.stats_job(lease.job_id).priority
-            if outcome == "release":
+            elif outcome is _Outcome.RELEASE:
+                priority = self._priority_of(lease) if priority is None else priority
                 self._backend.release(lease, priority=priority, delay=delay)
-            else:
+            elif outcome is _Outcome.BURY:
+                priority = self._priority_of(lease) if priority is None else priority
                 self._backend.bury(lease, priority=priority)
+            else:
+                _unreachable(outcome)
         except NotFound:
-            _log_lost(lease, outcome)
-        except QueueError as exc:
-            logger.warning("could not %s job %d: %s", outcome, lease.job_id, exc)
+            _log_lost(lease, outcome, quiet)
+        except Exception as exc:  # noqa: BLE001 - logged; the server keeps the job
+            logger.log(
+                logging.DEBUG if quiet else logging.WARNING,
+                "could not %s job %d: %s",
+                outcome.value,
+                lease.job_id,
+                exc,
+            )
+
+    def _priority_of(self, lease: Lease) -> int:
+        """Return the priority a reserved job was put with; the default if that cannot be had."""
+        try:
+            return self._backend.stats_job(lease.job_id).priority
+        except QueueError as exc:  # the settle goes on: a default priority beats none
+            logger.debug("could not look up job %d's priority: %s", lease.job_id, exc)
+            return self._priority
 
 
-def _log_lost(lease: Lease, outcome: str) -> None:
-    logger.warning(
+def _unreachable(value: NoReturn) -> NoReturn:
+    """Fail loudly on a value the type checker proved impossible (an unhandled outcome)."""
+    raise AssertionError(f"unhandled {value!r}")
+
+
+def _log_lost(lease: Lease, outcome: _Outcome, quiet: bool = False) -> None:
+    logger.log(
+        logging.DEBUG if quiet else logging.WARNING,
         "job %d was no longer reserved when it was to be %sd; the server hands it out again",
         lease.job_id,
-        outcome.removesuffix("e"),
+        outcome.value.removesuffix("e"),
     )
 
 
@@ -351,7 +470,10 @@ class _Health:
         self._lock = threading.Lock()
         self._down = False
 
-    def failed(self, exc: QueueError) -> None:
+    def failed(self, exc: Exception) -> None:
+        if not isinstance(exc, QueueError):  # not the server: a bug, logged every time
+            logger.error("handler worker error; retrying with backoff", exc_info=exc)
+            return
         with self._lock:
             if self._down:
                 return
@@ -415,7 +537,7 @@ class _Keeper:
             if kept.ttr is None:
                 kept.ttr = self._backend.stats_job(kept.lease.job_id).ttr
             self._backend.touch(kept.lease)
-        except QueueError as exc:
+        except Exception as exc:  # noqa: BLE001 - the keeper goes on keeping the others
             kept.due = math.inf  # nothing more to do for this one
             if not kept.lease.settled:
                 logger.warning("could not keep job %d reserved: %s", kept.lease.job_id, exc)

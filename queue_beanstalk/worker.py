@@ -5,7 +5,9 @@ function, checks that the server answers, and runs a handler. The first SIGTERM
 or SIGINT stops it gracefully: no new message is taken, callbacks in flight
 finish and their messages are settled, and the process exits 0. A second
 signal exits at once: the connections are closed, so the server hands the
-messages still held out again.
+messages still held out again. Should the handler fail (a worker ended on an
+error it could not survive), the command stops the other workers the same way
+and exits non-zero, so that a supervisor restarts it.
 
 Signal handlers only record the signal; the main thread does the rest.
 """
@@ -91,10 +93,12 @@ def run(
     concurrency: int,
     max_attempts: int,
     forced_exit: int,
+    failed_exit: int,
 ) -> int:
     """Run a handler until signalled; return 0 after a graceful stop.
 
-    A second signal ends the process at once with ``forced_exit``.
+    A second signal ends the process at once with ``forced_exit``. When the
+    handler fails, its workers are let finish and ``failed_exit`` is returned.
 
     :raises QueueConnectionError: when the server does not answer at start.
     """
@@ -104,10 +108,16 @@ def run(
     signals.install()
     handler.start()
     logger.info("worker running (pid %d); SIGTERM or Ctrl-C stops it", os.getpid())
-    while signals.received == 0:
+    while signals.received == 0 and handler.running:
         time.sleep(POLL)  # a signal cuts the sleep short only to run the handler
-    logger.info("stopping: waiting for callbacks in flight; a second signal exits at once")
-    handler.stop()
+    if handler.running:
+        logger.info("stopping: waiting for callbacks in flight; a second signal exits at once")
+        handler.stop()
+    else:
+        logger.error(
+            "the handler failed (%r); stopping so that a supervisor can restart the worker",
+            handler.failure,
+        )
     while not handler.wait(POLL):
         if signals.received > 1:
             logger.warning("second signal: exiting now; messages in flight go back to the server")
@@ -116,5 +126,8 @@ def run(
             sys.stderr.flush()
             os._exit(forced_exit)
     queues.close()
+    if handler.failure is not None:
+        logger.error("worker stopped after a failure")
+        return failed_exit
     logger.info("worker stopped")
     return 0
