@@ -78,6 +78,11 @@ class _Outcome(enum.Enum):
     RELEASE = "release"
     BURY = "bury"
 
+    @property
+    def done(self) -> str:
+        """The outcome as a past participle, for the log: "deleted", "released", "buried"."""
+        return {"delete": "deleted", "release": "released", "bury": "buried"}[self.value]
+
 
 class Retry(Exception):
     """Raise from a handler function to release the message, to be tried again after ``delay``.
@@ -452,9 +457,9 @@ def _unreachable(value: NoReturn) -> NoReturn:
 def _log_lost(lease: Lease, outcome: _Outcome, quiet: bool = False) -> None:
     logger.log(
         logging.DEBUG if quiet else logging.WARNING,
-        "job %d was no longer reserved when it was to be %sd; the server hands it out again",
+        "job %d was no longer reserved when it was to be %s; the server hands it out again",
         lease.job_id,
-        outcome.value.removesuffix("e"),
+        outcome.done,
     )
 
 
@@ -506,7 +511,10 @@ class _Keeper:
     a callback costs one assignment, no lock and no wake-up. Every SCAN seconds
     the keeper looks at the slots; a message whose callback has run KEEP_AFTER
     seconds has its time-to-run looked up once (``stats-job``) and is touched
-    well before it runs out, again and again until the callback returns.
+    well before it runs out, again and again until the callback returns. Each
+    touch runs in a short thread of its own, so one slow reply (up to the
+    backend's timeout) never delays the touches of other messages past
+    their time-to-run.
     """
 
     def __init__(self, backend: Backend, workers: int, stopping: threading.Event) -> None:
@@ -530,15 +538,18 @@ class _Keeper:
             now = time.monotonic()
             for kept in list(self.slots):
                 if kept is not None and kept.due <= now and not kept.lease.settled:
-                    self._touch(kept)
+                    kept.due = math.inf  # until this touch is done: never two at once
+                    threading.Thread(
+                        target=self._touch, args=(kept,), name="queue-beanstalk-touch", daemon=True
+                    ).start()
 
     def _touch(self, kept: _Kept) -> None:
         try:
             if kept.ttr is None:
                 kept.ttr = self._backend.stats_job(kept.lease.job_id).ttr
             self._backend.touch(kept.lease)
-        except Exception as exc:  # noqa: BLE001 - the keeper goes on keeping the others
-            kept.due = math.inf  # nothing more to do for this one
+        except Exception as exc:  # noqa: BLE001 - logged: no touch thread ends silently
+            # kept.due stays infinite: nothing more to do for this one.
             if not kept.lease.settled:
                 logger.warning("could not keep job %d reserved: %s", kept.lease.job_id, exc)
             return

@@ -26,6 +26,7 @@ from queue_beanstalk import (
     factory,
 )
 from queue_beanstalk.backends.beanstalk import BeanstalkBackend, _BeanstalkLease
+from queue_beanstalk.backends.wire import Wire
 from queue_beanstalk.testing import BeanstalkdServer
 
 from .conftest import StartFake
@@ -313,3 +314,23 @@ def test_a_url_the_backend_cannot_honour_is_a_value_error(url: str, match: str) 
     with pytest.raises(ValueError, match=match) as caught:
         factory(url)
     assert "secret" not in str(caught.value)
+
+
+def test_an_interrupt_while_a_connection_is_checked_leaves_it_unlocked(
+    beanstalkd_url: str, tube: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with factory(beanstalkd_url) as queues:
+        queue = queues.get(tube)
+        queue.put(Message("warm-up"))  # the thread now has a connection of its own
+        conn = _backend(queues)._pool._affinity.conn
+        conn.checked_out_at -= 1  # no longer fresh: the next checkout polls it
+
+        def interrupted(self: object, poll: bool) -> bool:
+            raise KeyboardInterrupt  # Ctrl-C arriving in the poll
+
+        with monkeypatch.context() as patch:
+            patch.setattr(Wire, "stray", interrupted)
+            with pytest.raises(KeyboardInterrupt):
+                queue.put(Message("interrupted"))
+        assert not conn.lock.locked(), "the connection stayed locked for good"
+        assert queue.put(Message("after"))

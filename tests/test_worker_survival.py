@@ -336,3 +336,50 @@ def test_a_handler_is_not_left_running_after_its_factory_closes(tube: str) -> No
     # answers stop() and wait().
     handler.stop()
     assert handler.wait(10)
+
+
+def test_one_slow_lookup_does_not_let_another_message_run_out(
+    monkeypatch: pytest.MonkeyPatch, tube: str
+) -> None:
+    # memory:// runs out a time-to-run exactly when it ends, so a late touch shows.
+    with factory("memory://") as queues:
+        backend = queues.backend
+        lookup = backend.stats_job
+        queue = queues.get(tube)
+        slow = queue.put(Message("slow-lookup", ["4"]), ttr=30)
+        short = queue.put(Message("short-ttr", ["4"]), ttr=2)
+
+        def stats_job(job_id: int) -> object:
+            if job_id == slow:
+                time.sleep(4)
+            return lookup(job_id)
+
+        monkeypatch.setattr(backend, "stats_job", stats_job)
+        timeouts: list[int] = []
+
+        def func(message: Message) -> None:
+            time.sleep(float(message.args[0]))
+            if message.id == short:
+                timeouts.append(lookup(short).timeouts)
+
+        handler = queues.handler(func, tube, concurrency=2)
+        handler.start()
+        try:
+            eventually(lambda: len(timeouts) == 1, timeout=15)
+        finally:
+            handler.stop()
+            assert handler.wait(15)
+        assert timeouts == [0], "the short message ran out while another's lookup was slow"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "word"),
+    [("DELETE", "deleted"), ("RELEASE", "released"), ("BURY", "buried")],
+)
+def test_a_lost_settle_is_logged_in_plain_words(
+    caplog: pytest.LogCaptureFixture, outcome: str, word: str
+) -> None:
+    from queue_beanstalk.handler import _log_lost, _Outcome
+
+    _log_lost(Lease(7, "q"), _Outcome[outcome])
+    assert f"job 7 was no longer reserved when it was to be {word};" in caplog.text

@@ -233,16 +233,18 @@ class Pool:
             return
         conn.lent = False
         surplus: list[Connection] = []
-        with self._lock:
-            if not conn.broken and not self._closed:
-                self._idle.append(conn)
-                surplus = self._surplus(conn)
-        # Shut while still locked: a thread that tries one of them next finds it broken.
-        for extra in surplus:
-            extra.shut()
-            if extra is not conn:
-                extra.lock.release()
-        conn.lock.release()
+        try:
+            with self._lock:
+                if not conn.broken and not self._closed:
+                    self._idle.append(conn)
+                    surplus = self._surplus(conn)
+            # Shut while still locked: a thread that tries one of them next finds it broken.
+            for extra in surplus:
+                extra.shut()
+                if extra is not conn:
+                    extra.lock.release()
+        finally:
+            conn.lock.release()  # even when interrupted: a connection never stays locked
         if not conn.broken:
             self._affinity.conn = conn
 
@@ -311,7 +313,13 @@ class Pool:
         # Checked with its lock held: no settle is under way on it, so anything
         # waiting to be read is not a reply anyone expects.
         now = time.monotonic()
-        if not conn.broken and not conn.wire.stray(now - conn.checked_out_at > FRESH):
+        try:
+            usable = not conn.broken and not conn.wire.stray(now - conn.checked_out_at > FRESH)
+        except BaseException:
+            # Interrupted in the poll (Ctrl-C): the connection goes back, unlocked.
+            self.checkin(conn)
+            raise
+        if usable:
             conn.checked_out_at = now
             return True
         self.forget(conn)
