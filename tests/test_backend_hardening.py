@@ -334,3 +334,44 @@ def test_an_interrupt_while_a_connection_is_checked_leaves_it_unlocked(
                 queue.put(Message("interrupted"))
         assert not conn.lock.locked(), "the connection stayed locked for good"
         assert queue.put(Message("after"))
+
+
+# Replies that would hang or exhaust a client, through the public API.
+
+
+def test_a_put_whose_reply_trickles_is_cut_off_at_its_timeout(fake_beanstalkd: StartFake) -> None:
+    server = fake_beanstalkd({b"put": [Reply(b"INSERTED 12345678\r\n", trickle=0.4)]})
+    with factory(server.url, timeout=1) as queues:
+        queues.backend.max_job_size()
+        started = time.monotonic()
+        with pytest.raises(QueueConnectionError):
+            queues.get("q").put(Message("x"))
+        assert time.monotonic() - started < 2.5  # not the 7 s the reply would take
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b"RESERVED 1 1000000000000000000000000000000\r\n", b"RESERVED 1 209715200\r\nabc"],
+    ids=["absurd", "200MB-claim"],
+)
+def test_a_handler_survives_replies_announcing_absurd_sizes(
+    fake_beanstalkd: StartFake, reply: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = fake_beanstalkd(
+        {
+            b"watch": [Reply(b"WATCHING 2\r\n")],
+            b"ignore": [Reply(b"WATCHING 1\r\n")],
+            b"reserve-with-timeout": [Reply(reply)],
+        }
+    )
+    with factory(server.url, timeout=1) as queues:
+        queues.backend.max_job_size()  # the server's limit is now known: 65535
+        handler = queues.handler(lambda message: None, "q")
+        handler.start()
+        try:
+            eventually(lambda: "lost the server" in caplog.text)
+            assert handler.running
+        finally:
+            handler.stop()
+            assert handler.wait(10)
+    assert "over the limit" in caplog.text or "at most 20 digits" in caplog.text
