@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import greenstalk
 import pytest
 
-from queue_beanstalk import QueueFactory, factory
+from queue_beanstalk import Handler, QueueFactory, factory
 from queue_beanstalk.testing import BeanstalkdNotFound, BeanstalkdServer
 
 from .support import FakeBeanstalkd, Reply
@@ -78,6 +78,24 @@ def beanstalkd_url() -> Iterator[str]:
         pytest.skip(str(exc))
     with server:
         yield server.url
+
+
+@pytest.fixture
+def server() -> Iterator[BeanstalkdServer]:
+    """A beanstalkd of the test's own, to kill, stop and restart."""
+    with BeanstalkdServer() as started:
+        yield started
+
+
+@pytest.fixture
+def stopping() -> Iterator[list[Handler]]:
+    """Handlers to stop and wait for after the test, whatever its outcome."""
+    handlers: list[Handler] = []
+    yield handlers
+    for handler in handlers:
+        if handler.running:
+            handler.stop()
+        assert handler.wait(10)
 
 
 @pytest.fixture(params=BACKENDS)

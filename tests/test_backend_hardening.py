@@ -12,7 +12,6 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -25,19 +24,13 @@ from queue_beanstalk import (
     QueueFactory,
     factory,
 )
+from queue_beanstalk.backend import Consumer, Reserved
 from queue_beanstalk.backends.beanstalk import BeanstalkBackend, _BeanstalkLease
 from queue_beanstalk.backends.wire import Wire
 from queue_beanstalk.testing import BeanstalkdServer
 
 from .conftest import StartFake
 from .support import STATS_OK, Reply, eventually
-
-
-@pytest.fixture
-def server() -> Iterator[BeanstalkdServer]:
-    """A beanstalkd of the test's own, to stop and restart."""
-    with BeanstalkdServer() as started:
-        yield started
 
 
 def _backend(queues: QueueFactory) -> BeanstalkBackend:
@@ -97,25 +90,33 @@ def test_a_get_times_out_cleanly_while_a_job_of_its_connection_is_due(
         queue.get(timeout=0)
 
 
-def test_deadline_soon_after_a_pipelined_delete_is_waited_out(fake_beanstalkd: StartFake) -> None:
-    job = b'RESERVED %d 24\r\n{"action":"a","args":[]}\r\n'
+JOB = b'RESERVED %d 24\r\n{"action":"a","args":[]}\r\n'
+
+
+def _first_job(
+    fake_beanstalkd: StartFake, reserves: list[Reply], deletes: list[Reply]
+) -> tuple[QueueFactory, Consumer, Reserved]:
+    """A consumer of queue "q" on a scripted server, and the first job it reserved."""
     server = fake_beanstalkd(
         {
             b"watch": [Reply(b"WATCHING 2\r\n")],
             b"ignore": [Reply(b"WATCHING 1\r\n")],
-            b"reserve-with-timeout": [
-                Reply(job % 1),
-                Reply(b"DEADLINE_SOON\r\n"),
-                Reply(job % 2),
-            ],
-            b"delete": [Reply(b"DELETED\r\n")],
+            b"reserve-with-timeout": reserves,
+            b"delete": deletes,
         }
     )
-    with factory(server.url, timeout=2) as queues:
-        consumer = _backend(queues).consumer(["q"])
-        first = consumer.reserve(1)
-        assert first is not None
-        first.lease.claim()
+    queues = factory(server.url, timeout=2)
+    consumer = _backend(queues).consumer(["q"])
+    first = consumer.reserve(1)
+    assert first is not None
+    first.lease.claim()
+    return queues, consumer, first
+
+
+def test_deadline_soon_after_a_pipelined_delete_is_waited_out(fake_beanstalkd: StartFake) -> None:
+    reserves = [Reply(JOB % 1), Reply(b"DEADLINE_SOON\r\n"), Reply(JOB % 2)]
+    queues, consumer, first = _first_job(fake_beanstalkd, reserves, [Reply(b"DELETED\r\n")])
+    with queues:
         deleted, second = consumer.delete_and_reserve(first.lease, 3)
         assert deleted
         assert second is not None
@@ -129,20 +130,9 @@ def test_deadline_soon_after_a_pipelined_delete_is_waited_out(fake_beanstalkd: S
 def test_a_pipelined_delete_refused_drops_the_connection_out_of_step(
     fake_beanstalkd: StartFake,
 ) -> None:
-    job = b'RESERVED %d 24\r\n{"action":"a","args":[]}\r\n'
-    server = fake_beanstalkd(
-        {
-            b"watch": [Reply(b"WATCHING 2\r\n")],
-            b"ignore": [Reply(b"WATCHING 1\r\n")],
-            b"reserve-with-timeout": [Reply(job % 1), Reply(job % 2)],
-            b"delete": [Reply(b"INTERNAL_ERROR\r\n")],
-        }
-    )
-    with factory(server.url, timeout=2) as queues:
-        consumer = _backend(queues).consumer(["q"])
-        first = consumer.reserve(1)
-        assert first is not None
-        first.lease.claim()
+    reserves = [Reply(JOB % 1), Reply(JOB % 2)]
+    queues, consumer, first = _first_job(fake_beanstalkd, reserves, [Reply(b"INTERNAL_ERROR\r\n")])
+    with queues:
         assert isinstance(first.lease, _BeanstalkLease)
         conn = first.lease.connection
         with pytest.raises(QueueConnectionError, match="INTERNAL_ERROR"):

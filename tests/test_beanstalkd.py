@@ -6,7 +6,7 @@ import gc
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 
 import greenstalk
@@ -34,13 +34,6 @@ def _counters(url: str) -> dict[str, int]:
     with greenstalk.Client((host, int(port))) as client:
         stats: dict[str, object] = dict(client.stats())
     return {key: int(str(value)) for key, value in stats.items() if key.startswith("cmd-")}
-
-
-@pytest.fixture
-def server() -> Iterator[BeanstalkdServer]:
-    """A beanstalkd of the test's own, free to stop and restart."""
-    with BeanstalkdServer() as started:
-        yield started
 
 
 def test_max_job_size_is_read_from_the_server() -> None:

@@ -14,7 +14,7 @@ import textwrap
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,13 +27,6 @@ from queue_beanstalk import (
 from queue_beanstalk.testing import BeanstalkdServer, free_port
 
 from .support import eventually, gone
-
-
-@pytest.fixture
-def server() -> Iterator[BeanstalkdServer]:
-    """A beanstalkd of the test's own, to kill and restart."""
-    with BeanstalkdServer() as started:
-        yield started
 
 
 def test_after_a_restart_the_first_put_already_succeeds(server: BeanstalkdServer) -> None:

@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 
@@ -28,17 +27,6 @@ from .support import eventually, gone
 
 def _workers() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("queue-beanstalk-worker")]
-
-
-@pytest.fixture
-def stopping() -> Iterator[list[Handler]]:
-    """Handlers to stop and wait for after the test, whatever its outcome."""
-    handlers: list[Handler] = []
-    yield handlers
-    for handler in handlers:
-        if handler.running:
-            handler.stop()
-        assert handler.wait(10)
 
 
 def test_wait_on_a_handler_never_started_returns_at_once(queues: QueueFactory, tube: str) -> None:

@@ -15,7 +15,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -34,17 +34,6 @@ from queue_beanstalk import (
 from queue_beanstalk.backend import Consumer, Lease, Reserved
 
 from .support import eventually, gone
-
-
-@pytest.fixture
-def stopping() -> Iterator[list[Handler]]:
-    """Handlers to stop and wait for after the test, whatever its outcome."""
-    handlers: list[Handler] = []
-    yield handlers
-    for handler in handlers:
-        if handler.running:
-            handler.stop()
-        assert handler.wait(10)
 
 
 class Boom(Exception):
