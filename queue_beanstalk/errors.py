@@ -7,7 +7,8 @@ caller may catch either::
     QueueError
     ├── Timeout                 (also TimeoutError)  get() found no message in time
     ├── QueueConnectionError    (also ConnectionError) the server could not be
-    │                           reached, or the connection broke or desynchronised
+    │                           reached, the connection broke or desynchronised,
+    │                           or every allowed connection stayed busy
     ├── InvalidName             (also ValueError)    a queue name the server would refuse
     ├── MessageTooBig           (also ValueError)    an encoded body over the server's limit
     ├── NotFound                (also LookupError)   delete/release of a message that is
@@ -19,6 +20,7 @@ caller may catch either::
     ├── PutManyError                                 put_many stored some messages but
     │                           not all; says which, and why
     └── HandlerNotRunning       (also RuntimeError)  Handler.stop() when it is not running
+                                (never started, stopped, or failed)
 
 Lower-level exceptions (the wire protocol's refusals and parse errors, and
 ``OSError``) are translated where they arise, in the beanstalkd backend, and
@@ -135,4 +137,4 @@ class PutManyError(QueueError):
 
 
 class HandlerNotRunning(QueueError, RuntimeError):
-    """Handler.stop() was called on a handler that is not running."""
+    """Handler.stop() was called on a handler that is not running (or that failed)."""
