@@ -42,7 +42,7 @@ from .codec import Codec
 from .errors import DecodeError, HandlerNotRunning, NotFound, QueueError
 from .limits import Seconds, whole_seconds
 from .message import Message
-from .queues import decode_reserved
+from .queues import decode_reserved, priority_of
 
 __all__ = ["Bury", "Handler", "Retry", "RetryDelay", "exponential_backoff"]
 
@@ -176,35 +176,53 @@ class Handler:
 
         Safe to call many times, from many threads at once: one set of workers
         runs. After ``stop()`` or a failure, it first waits for the previous
-        workers to end.
+        workers to end (without holding the handler's lock, so that their
+        callbacks may call ``wait()`` or ``stop()`` meanwhile).
+
+        :raises RuntimeError: when the worker threads cannot be started; the
+            handler has then failed (see :attr:`failure`).
         """
-        with self._lock:
-            if self._state is _State.RUNNING:
-                return
-            if self._state is not _State.STOPPED:
-                self._join(self._workers, None)
-                self._ended()
-            self._failure = None
-            self._stopping.clear()
-            self._keeper = _Keeper(self._backend, self._concurrency, self._stopping)
-            self._consumers = [
-                self._backend.consumer(self._names) for _ in range(self._concurrency)
-            ]
-            self._workers = [
-                threading.Thread(
-                    target=self._work,
-                    args=(consumer, self._keeper, number),
-                    name=f"queue-beanstalk-worker-{number + 1}",
-                    daemon=True,
-                )
-                for number, consumer in enumerate(self._consumers)
-            ]
-            self._state = _State.RUNNING
-            for worker in self._workers:
-                worker.start()
+        while True:
+            with self._lock:
+                if self._state is _State.RUNNING:
+                    return
+                current = threading.current_thread()
+                previous = [w for w in self._workers if w is not current and w.is_alive()]
+                if not previous:
+                    self._ended()
+                    self._start_workers()
+                    break
+            self._join(previous, None)
         logger.info(
             "handler started: %d worker(s) on %s", self._concurrency, ", ".join(self._names)
         )
+
+    def _start_workers(self) -> None:
+        """Start a new set of workers and the keeper; call with ``_lock`` held."""
+        self._failure = None
+        # A new event for each set of workers: one of the last set still
+        # finishing its callback must go on seeing its own, set.
+        self._stopping = stopping = threading.Event()
+        self._keeper = _Keeper(self._backend, self._concurrency, stopping)
+        self._consumers = [self._backend.consumer(self._names) for _ in range(self._concurrency)]
+        self._workers = [
+            threading.Thread(
+                target=self._work,
+                args=(consumer, self._keeper, number, stopping),
+                name=f"queue-beanstalk-worker-{number + 1}",
+                daemon=True,
+            )
+            for number, consumer in enumerate(self._consumers)
+        ]
+        self._state = _State.RUNNING
+        try:
+            for worker in self._workers:
+                worker.start()
+        except BaseException as exc:  # no thread to be had: the handler fails, visibly
+            self._failure = exc
+            self._state = _State.FAILED
+            self._interrupt()
+            raise
 
     def stop(self) -> None:
         """Ask the workers to stop, and return at once; ``wait()`` blocks until they have.
@@ -289,7 +307,9 @@ class Handler:
 
     # Worker threads
 
-    def _work(self, consumer: Consumer, keeper: _Keeper, slot: int) -> None:
+    def _work(
+        self, consumer: Consumer, keeper: _Keeper, slot: int, stopping: threading.Event
+    ) -> None:
         """Run one worker thread: the one error boundary around the handling of messages.
 
         Whatever the backend or the codec raise is logged, backed off from and
@@ -300,13 +320,13 @@ class Handler:
         done: Lease | None = None
         try:
             failures = 0
-            while not self._stopping.is_set():
+            while not stopping.is_set():
                 try:
                     reserved = self._next(consumer, done)
                 except Exception as exc:  # noqa: BLE001 - a worker outlives anything a backend raises
                     failures += 1
                     self._health.failed(exc)
-                    self._stopping.wait(_backoff(failures))
+                    stopping.wait(_backoff(failures))
                     continue
                 finally:
                     done = None
@@ -315,7 +335,7 @@ class Handler:
                     self._health.recovered()
                 if reserved is None:
                     continue
-                if self._stopping.is_set():
+                if stopping.is_set():
                     # Reserved as stop() came: hand it back at once, not started.
                     # On beanstalkd the interrupt closed its connection, which
                     # already did: a failure to release is expected, and quiet.
@@ -422,10 +442,12 @@ class Handler:
             if outcome is _Outcome.DELETE:
                 self._backend.delete(lease)
             elif outcome is _Outcome.RELEASE:
-                priority = self._priority_of(lease) if priority is None else priority
+                if priority is None:
+                    priority = priority_of(self._backend, lease.job_id, self._priority)
                 self._backend.release(lease, priority=priority, delay=delay)
             elif outcome is _Outcome.BURY:
-                priority = self._priority_of(lease) if priority is None else priority
+                if priority is None:
+                    priority = priority_of(self._backend, lease.job_id, self._priority)
                 self._backend.bury(lease, priority=priority)
             else:
                 _unreachable(outcome)
@@ -439,14 +461,6 @@ class Handler:
                 lease.job_id,
                 exc,
             )
-
-    def _priority_of(self, lease: Lease) -> int:
-        """Return the priority a reserved job was put with; the default if that cannot be had."""
-        try:
-            return self._backend.stats_job(lease.job_id).priority
-        except QueueError as exc:  # the settle goes on: a default priority beats none
-            logger.debug("could not look up job %d's priority: %s", lease.job_id, exc)
-            return self._priority
 
 
 def _unreachable(value: NoReturn) -> NoReturn:
@@ -505,7 +519,7 @@ class _Kept:
 
 
 class _Keeper:
-    """One thread that touches the messages of callbacks running past their time-to-run.
+    """A thread that has the messages of callbacks running past their time-to-run touched.
 
     Each worker has a slot in which it puts what its callback holds: starting
     a callback costs one assignment, no lock and no wake-up. Every SCAN seconds
@@ -538,10 +552,16 @@ class _Keeper:
             now = time.monotonic()
             for kept in list(self.slots):
                 if kept is not None and kept.due <= now and not kept.lease.settled:
-                    kept.due = math.inf  # until this touch is done: never two at once
-                    threading.Thread(
-                        target=self._touch, args=(kept,), name="queue-beanstalk-touch", daemon=True
-                    ).start()
+                    self._start_touch(kept)
+
+    def _start_touch(self, kept: _Kept) -> None:
+        kept.due = math.inf  # until this touch is done: never two at once
+        try:
+            threading.Thread(
+                target=self._touch, args=(kept,), name="queue-beanstalk-touch", daemon=True
+            ).start()
+        except RuntimeError:  # no thread to be had: touch here, late rather than never
+            self._touch(kept)
 
     def _touch(self, kept: _Kept) -> None:
         try:

@@ -11,7 +11,7 @@ from .errors import DecodeError, MessageTooBig, NotFound, PutManyError, QueueErr
 from .limits import MAX_UINT32, Seconds, check_priority, check_ttr, to_seconds, whole_seconds
 from .message import Message
 
-__all__ = ["Queue", "decode_reserved"]
+__all__ = ["Queue", "decode_reserved", "priority_of"]
 
 logger = logging.getLogger("queue_beanstalk")
 
@@ -244,16 +244,7 @@ def decode_reserved(backend: Backend, codec: Codec, reserved: Reserved, priority
         reason = f"{type(exc).__name__}: {exc}" if bug else str(exc)
         error = DecodeError(reason, reserved.job_id, reserved.body, reserved.tube)
         try:
-            priority = backend.stats_job(reserved.job_id).priority
-        except QueueError as lookup:
-            logger.warning(
-                "could not read the priority of undecodable job %d, burying it at %d: %s",
-                reserved.job_id,
-                priority,
-                lookup,
-            )
-        try:
-            backend.bury(reserved.lease, priority=priority)
+            backend.bury(reserved.lease, priority=priority_of(backend, reserved.job_id, priority))
         except Exception:
             # The job is not lost: the server hands it out again after its time-to-run.
             logger.exception("could not bury undecodable job %d", reserved.job_id)
@@ -264,3 +255,19 @@ def decode_reserved(backend: Backend, codec: Codec, reserved: Reserved, priority
     message._queue = reserved.tube
     message._lease = reserved.lease
     return message
+
+
+def priority_of(backend: Backend, job_id: int, default: int) -> int:
+    """Return the priority a reserved job was put with, for a release or bury to keep it.
+
+    beanstalkd's release and bury set a priority, and its reserve does not say
+    the job's: it is looked up (``stats-job``). When that fails, ``default``,
+    logged: the job goes back at another priority rather than not at all.
+    """
+    try:
+        return backend.stats_job(job_id).priority
+    except QueueError as exc:
+        logger.warning(
+            "could not read job %d's priority; settling it at %d: %s", job_id, default, exc
+        )
+        return default

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 
+from .errors import HandlerNotRunning
 from .message import Message
 from .queue_factory import QueueFactory
 
@@ -110,10 +111,10 @@ def run(
     logger.info("worker running (pid %d); SIGTERM or Ctrl-C stops it", os.getpid())
     while signals.received == 0 and handler.running:
         time.sleep(POLL)  # a signal cuts the sleep short only to run the handler
-    if handler.running:
-        logger.info("stopping: waiting for callbacks in flight; a second signal exits at once")
+    try:
         handler.stop()
-    else:
+        logger.info("stopping: waiting for callbacks in flight; a second signal exits at once")
+    except HandlerNotRunning:  # it failed, and is stopping by itself
         logger.error(
             "the handler failed (%r); stopping so that a supervisor can restart the worker",
             handler.failure,

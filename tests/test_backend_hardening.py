@@ -14,6 +14,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import greenstalk
 import pytest
 
 from queue_beanstalk import (
@@ -30,7 +31,7 @@ from queue_beanstalk.backends.wire import Wire
 from queue_beanstalk.testing import BeanstalkdServer
 
 from .conftest import StartFake
-from .support import STATS_OK, Reply, eventually
+from .support import STATS_OK, Reply, eventually, stats_reply
 
 
 def _backend(queues: QueueFactory) -> BeanstalkBackend:
@@ -184,7 +185,8 @@ def test_at_the_bound_a_command_waits_then_fails_clearly(beanstalkd_url: str, tu
         queue = queues.get(tube)
         with ThreadPoolExecutor(1) as pool:
             blocked = pool.submit(queue.get, 3)  # holds the only connection
-            time.sleep(0.3)
+            pool_ = _backend(queues)._pool
+            eventually(lambda: any(conn.lock.locked() for conn in list(pool_.open)))
             started = time.monotonic()
             with pytest.raises(QueueConnectionError, match="max_connections"):
                 queue.put(Message("no room"))
@@ -213,12 +215,24 @@ def test_a_put_does_not_share_a_connection_holding_a_reservation(
 
 
 def test_a_timeout_below_a_microsecond_still_bounds_a_reply(fake_beanstalkd: StartFake) -> None:
-    server = fake_beanstalkd({b"stats": [STATS_OK]})  # then silence for the put
-    with factory(server.url, timeout=1e-9) as queues, ThreadPoolExecutor(1) as pool:
-        queues.backend._max_job_size = 65535  # type: ignore[attr-defined]
-        put = pool.submit(queues.get("q").put, Message("x"))
-        with pytest.raises(QueueConnectionError):
-            put.result(timeout=5)
+    server = fake_beanstalkd({})  # stats and use answered, then silence for the put
+    with factory(server.url, timeout=1e-9) as queues:
+        backend = _backend(queues)
+        backend._max_job_size = 65535  # known: the put is the first command
+        raised: list[BaseException] = []
+
+        def put() -> None:
+            try:
+                queues.get("q").put(Message("x"))
+            except BaseException as exc:  # noqa: BLE001 - the test looks at it
+                raised.append(exc)
+
+        # A daemon thread: were the put to hang, the test fails instead of hanging.
+        putter = threading.Thread(target=put, daemon=True)
+        putter.start()
+        putter.join(5)
+        assert not putter.is_alive(), "a put with timeout=1e-9 hung"
+        assert isinstance(raised[0], QueueConnectionError)
 
 
 def test_put_many_retries_within_its_budget_while_the_server_restarts(
@@ -252,7 +266,8 @@ def test_stop_interrupts_a_worker_that_is_connecting() -> None:
         with factory(f"beanstalk://127.0.0.1:{port}", connect_timeout=30) as queues:
             handler: Handler = queues.handler(lambda message: None, "q", concurrency=2)
             handler.start()
-            time.sleep(0.5)  # the workers are in connect()
+            consumers = handler._consumers
+            eventually(lambda: all(c._connecting is not None for c in consumers))  # type: ignore[attr-defined]
             started = time.monotonic()
             handler.stop()
             assert handler.wait(5)
@@ -365,3 +380,61 @@ def test_a_handler_survives_replies_announcing_absurd_sizes(
             handler.stop()
             assert handler.wait(10)
     assert "over the limit" in caplog.text or "at most 20 digits" in caplog.text
+
+
+def test_the_body_limit_follows_a_restart_with_a_higher_max_job_size(
+    server: BeanstalkdServer,
+) -> None:
+    small = BeanstalkdServer(max_job_size=1000).start()
+    try:
+        with factory(small.url) as queues:
+            queue = queues.get("sizes")
+            assert queues.backend.max_job_size() == 1000  # every reply is now held to it
+            small.stop()
+            bigger = BeanstalkdServer(small.port, max_job_size=100_000).start()
+            try:
+                # Another client puts a job the old limit would refuse to read.
+                host, port = bigger.url.removeprefix("beanstalk://").split(":")
+                with greenstalk.Client((host, int(port)), encoding=None, use="sizes") as other:
+                    other.put(b'{"action":"big","args":["' + b"x" * 5000 + b'"]}')
+                got = queue.get(timeout=2)
+                assert got.action == "big"
+                queue.delete(got)
+            finally:
+                bigger.stop()
+    finally:
+        small.stop()
+
+
+def test_a_put_too_big_for_the_server_is_message_too_big_at_the_bound(
+    fake_beanstalkd: StartFake,
+) -> None:
+    server = fake_beanstalkd(
+        {b"put": [Reply(b"JOB_TOO_BIG\r\n")], b"stats": [STATS_OK, stats_reply(SMALL)]}
+    )
+    with factory(server.url, timeout=1, max_connections=1) as queues:
+        with pytest.raises(MessageTooBig) as caught:
+            queues.get("q").put(Message("x", ["y" * 100]))
+        assert caught.value.limit == 10  # the server's own, asked once the put was over
+
+
+SMALL = b"---\nmax-job-size: 10\n"
+
+
+def test_a_reserve_waiting_out_deadline_soon_lets_the_job_be_settled(
+    beanstalkd_url: str, tube: str
+) -> None:
+    with factory(beanstalkd_url, max_connections=1) as queues:
+        queue = queues.get(tube)
+        queue.put(Message("held"), ttr=2)
+        held = queue.get(timeout=1)
+        started = time.monotonic()
+        with ThreadPoolExecutor(1) as pool:
+            # Shares the only connection, and hears DEADLINE_SOON for "held".
+            waiting = pool.submit(queue.get, 3)
+            eventually(lambda: time.monotonic() - started > 0.2)
+            queue.delete(held)  # gets the connection while the reserve pauses
+            deleted_after = time.monotonic() - started
+            with pytest.raises(TimeoutError):
+                waiting.result(timeout=10)
+        assert deleted_after < 1.8, "the settle waited for the job to run out"

@@ -304,7 +304,7 @@ def test_an_undecodable_job_is_buried_even_when_its_priority_is_unknown(
     monkeypatch.undo()
     stats = queues.backend.stats_job(job_id)
     assert (stats.state, stats.priority) == ("buried", DEFAULT_PRIORITY)
-    assert f"could not read the priority of undecodable job {job_id}" in caplog.text
+    assert f"could not read job {job_id}'s priority" in caplog.text
 
 
 def test_codec_json_by_name() -> None:

@@ -372,3 +372,35 @@ def test_a_lost_settle_is_logged_in_plain_words(
 
     _log_lost(Lease(7, "q"), _Outcome[outcome])
     assert f"job 7 was no longer reserved when it was to be {word};" in caplog.text
+
+
+def test_start_after_stop_lets_a_callback_still_running_call_wait(
+    queues: QueueFactory, tube: str
+) -> None:
+    entered, go = threading.Event(), threading.Event()
+    waited: list[bool] = []
+    handler: Handler
+
+    def func(message: Message) -> None:
+        if message.action == "first":
+            entered.set()
+            go.wait(10)
+            waited.append(handler.wait(0.5))
+
+    queues.get(tube).put(Message("first"))
+    handler = queues.handler(func, tube)
+    handler.start()
+    assert entered.wait(10)
+    handler.stop()
+    starter = threading.Thread(target=handler.start)
+    starter.start()
+    starter.join(0.2)  # start() now waits for the callback's worker to end
+    go.set()
+    starter.join(10)
+    try:
+        assert not starter.is_alive(), "start() and wait() deadlocked"
+        assert waited == [True]  # its fellow workers (none) have ended
+        assert handler.running
+    finally:
+        handler.stop()
+        assert handler.wait(10)

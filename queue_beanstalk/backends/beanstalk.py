@@ -7,7 +7,8 @@ worker sends the delete of one job and the reserve of the next in one write.
 Errors
     Every command runs through one boundary, ``BeanstalkBackend._run``: what
     the wire or the socket raises is translated there (by :func:`translate`),
-    and a connection that can no longer be trusted is dropped there. A
+    and a connection that failed is dropped there. Only a put's refusals,
+    which leave the connection usable, are read by the put itself. A
     connection that failed (reset, EOF, timeout, a reply that breaks the
     protocol) is closed and dropped; the next command opens a new one.
     Reservations made on it are gone: the server hands those jobs out again,
@@ -229,14 +230,19 @@ class BeanstalkBackend(Backend):
         memory) is stored: its id is returned and a warning logged.
         """
         size = len(body)
-        if size > (self._max_job_size or self.max_job_size()):
+        limit = self._max_job_size or self.max_job_size()
+        if size > limit:
             # Asked again before refusing: the server may have restarted with a higher -z.
-            self._max_job_size = None
-            limit = self.max_job_size()
+            limit = self._ask_max_job_size()
             if size > limit:
                 raise MessageTooBig(size, limit)
         command = wire.put_command(body, priority, delay, ttr)
-        return self._borrow(self._put_on, tube, command, size, tube=tube)
+        try:
+            return self._borrow(self._put_on, tube, command, size, limit, tube=tube)
+        except MessageTooBig as exc:
+            # The server's limit is lower than was known (a restart with a lower
+            # -z); asked now that the put's connection is back in the pool.
+            raise MessageTooBig(size, self._ask_max_job_size()) from exc
 
     def put_many(
         self, tube: str, bodies: Sequence[bytes], *, priority: int, delay: int, ttr: int
@@ -246,7 +252,7 @@ class BeanstalkBackend(Backend):
         After a connection failure, the jobs whose replies had not come are
         sent again (within ``retry_for``), so they may be stored twice.
         """
-        done = _PutMany((priority, delay, ttr))
+        done = _PutMany((priority, delay, ttr), self._max_job_size or self.max_job_size())
         try:
             self._borrow(self._put_many_on, tube, bodies, done, tube=tube)
         except QueueConnectionError as exc:
@@ -256,6 +262,11 @@ class BeanstalkBackend(Backend):
             unknown = {index: exc for index in range(len(ids), len(bodies))}
             raise PutManyError(ids + [None] * len(unknown), {**done.errors, **unknown}) from exc
         if done.errors:
+            if any(isinstance(error, MessageTooBig) for error in done.errors.values()):
+                limit = self._ask_max_job_size()  # lower than was known: the server's own
+                for index, error in done.errors.items():
+                    if isinstance(error, MessageTooBig):
+                        done.errors[index] = MessageTooBig(error.size, limit)
             raise PutManyError(done.ids, done.errors)
         return [job_id for job_id in done.ids if job_id is not None]
 
@@ -314,6 +325,11 @@ class BeanstalkBackend(Backend):
             self._max_job_size = self._limit.size = limit
         return limit
 
+    def _ask_max_job_size(self) -> int:
+        """Return the server's ``max-job-size``, asked again now."""
+        self._max_job_size = None
+        return self.max_job_size()
+
     def close(self) -> None:
         """Close every connection, waking any thread blocked in :meth:`reserve`."""
         self._pool.close()
@@ -327,8 +343,10 @@ class BeanstalkBackend(Backend):
         """Run ``command(*args)`` on ``conn``, held: the one boundary of every command.
 
         What the wire or the socket raises is translated here (by
-        :meth:`_failed`), and a connection that can no longer be trusted is
-        dropped here; nowhere else.
+        :meth:`_failed`), and a connection that failed is dropped here. (The
+        pool also closes connections it finds closed by the server before
+        lending them, and a consumer closes its own when interrupted mid-write;
+        neither is a command failing.)
         """
         try:
             return command(*args)
@@ -393,24 +411,15 @@ class BeanstalkBackend(Backend):
                 if not ends and lease.settled:
                     raise NotFound(f"job {lease.job_id} was settled")
                 if conn.broken:
-                    raise NotFound(
-                        f"job {lease.job_id}'s reservation was lost with its connection; "
-                        "the server hands the job out again"
-                    )
+                    raise _lost(lease)
         try:
             if conn.broken:
-                raise NotFound(
-                    f"job {lease.job_id}'s reservation was lost with its connection; "
-                    "the server hands the job out again"
-                )
+                raise _lost(lease)
             try:
                 self._run(conn, conn.wire.simple, command, expected)
             except QueueConnectionError as exc:
-                # Dropped with its connection: the server hands the job out again.
-                raise NotFound(
-                    f"job {lease.job_id}'s reservation was lost with its connection "
-                    f"({exc}); the server hands the job out again"
-                ) from exc
+                # _run dropped the connection, and the reservation with it.
+                raise _lost(lease, exc) from exc
             finally:
                 if ends:
                     conn.let_go(lease)
@@ -419,20 +428,27 @@ class BeanstalkBackend(Backend):
         if ends:
             self._pool.trim()  # the settle may have freed a connection beyond max_idle
 
-    def _put_on(self, conn: Connection, tube: str, command: bytes, size: int) -> int:
+    def _put_on(self, conn: Connection, tube: str, command: bytes, size: int, limit: int) -> int:
         if conn.used != tube:
             self._use(conn, tube)
         conn.wire.send(command)
         try:
             return conn.wire.reply_int(b"INSERTED")
         except Refused as refused:
-            return self._stored_anyway(refused, size)
+            outcome = self._put_refused(refused, size, limit)
+            if isinstance(outcome, int):
+                return outcome
+            if isinstance(outcome, QueueConnectionError):
+                raise  # the refusal itself, for _failed to drop the connection
+            raise outcome from refused
 
-    def _stored_anyway(self, refused: Refused, size: int) -> int:
-        """Return the id of a job a put's refusal says was stored; else raise its error.
+    def _put_refused(self, refused: Refused, size: int, limit: int) -> int | QueueError:
+        """Return what a put's refusal means: the id of a job stored all the same, or the error.
 
         ``BURIED <id>``: the server stored the job but had no memory to queue
         it; it is kept (buried), so putting it again would store it twice.
+        ``JOB_TOO_BIG``: the server's limit is below ``limit``, the one known
+        (the caller asks the server's own once its connection is back).
         """
         if refused.status == "BURIED" and len(refused.values) == 1:
             job_id = wire.number(refused.values[0])
@@ -444,19 +460,14 @@ class BeanstalkBackend(Backend):
             )
             return job_id
         if refused.status == "JOB_TOO_BIG":
-            raise self._too_big(size) from refused
-        raise refused
+            self._max_job_size = None
+            return MessageTooBig(size, limit)
+        return translate(refused, self.address)
 
     def _use(self, conn: Connection, tube: str) -> None:
         """Make ``conn`` put into ``tube``; callers check ``conn.used`` first."""
         wire.use(conn.wire, tube)
         conn.used = tube
-
-    def _too_big(self, size: int) -> MessageTooBig:
-        # The server restarted with a lower -z; the connection is fine. The
-        # limit is asked again on another connection (this one is mid-command).
-        self._max_job_size = None
-        return MessageTooBig(size, self.max_job_size())
 
     def _put_many_on(
         self, conn: Connection, tube: str, bodies: Sequence[bytes], done: _PutMany
@@ -469,37 +480,24 @@ class BeanstalkBackend(Backend):
             start = len(ids)
             end, batch = _batch(bodies, start, *done.options)
             done.sent = True
-            self._put_batch(
-                conn, batch, [len(body) for body in bodies[start:end]], ids, done.errors
-            )
+            self._put_batch(conn, batch, [len(body) for body in bodies[start:end]], done)
 
-    def _put_batch(
-        self,
-        conn: Connection,
-        batch: bytes,
-        sizes: list[int],
-        ids: list[int | None],
-        errors: dict[int, QueueError],
-    ) -> None:
+    def _put_batch(self, conn: Connection, batch: bytes, sizes: list[int], done: _PutMany) -> None:
         """Send a batch of puts and read their replies; record a refusal, go on."""
         conn.wire.send(batch)
+        ids = done.ids
         for size in sizes:
             try:
                 ids.append(conn.wire.reply_int(b"INSERTED"))
             except Refused as refused:
-                if refused.status == "BURIED" and len(refused.values) == 1:
-                    ids.append(self._stored_anyway(refused, size))
-                    continue
-                if refused.status == "JOB_TOO_BIG":
-                    # No other command mid-batch: the limit is asked again next time.
-                    error: QueueError = MessageTooBig(size, self._max_job_size or 0)
-                    self._max_job_size = None
+                outcome = self._put_refused(refused, size, done.limit)
+                if isinstance(outcome, QueueConnectionError):
+                    raise  # the stream cannot be trusted: the rest are unknown
+                if isinstance(outcome, int):
+                    ids.append(outcome)
                 else:
-                    error = translate(refused, self.address)
-                    if isinstance(error, QueueConnectionError):
-                        raise  # the stream cannot be trusted: the rest are unknown
-                errors[len(ids)] = error
-                ids.append(None)
+                    done.errors[len(ids)] = outcome
+                    ids.append(None)
 
     def _reserve_on(self, conn: Connection, tubes: tuple[str, ...], timeout: float) -> Reserved:
         """Reserve from ``tubes`` on ``conn``, held."""
@@ -519,7 +517,9 @@ class BeanstalkBackend(Backend):
         at once, with nothing ready, while a job this connection holds is in
         the last second of its time-to-run (a message held, or dropped
         unsettled). That is no failure: the job is settled or runs out within
-        the second, so the reserve waits a little and goes on.
+        the second, so the reserve waits a little, with the connection's lock
+        let go so the job can be settled on it, and goes on. Call with
+        ``conn.lock`` held.
 
         :raises Timeout: when no job came by ``deadline``.
         """
@@ -532,7 +532,13 @@ class BeanstalkBackend(Backend):
                     raise
                 now = time.monotonic()
                 if refused.status == "DEADLINE_SOON" and now < deadline:
-                    conn.wire.readable(min(DEADLINE_SOON_PAUSE, deadline - now))
+                    # Unlocked meanwhile, so that the job can be settled (or
+                    # touched) on this very connection by whoever holds it.
+                    conn.lock.release()
+                    try:
+                        conn.wire.readable(min(DEADLINE_SOON_PAUSE, deadline - now))
+                    finally:
+                        conn.lock.acquire()
                     now = time.monotonic()
                 if now >= deadline:
                     raise Timeout(f"no message on {', '.join(tubes)} by the timeout") from None
@@ -740,11 +746,13 @@ class _BeanstalkConsumer(Consumer):
 class _PutMany:
     """What a put_many has done so far: ids (None where refused), errors by position."""
 
-    __slots__ = ("errors", "ids", "options", "sent")
+    __slots__ = ("errors", "ids", "limit", "options", "sent")
 
-    def __init__(self, options: tuple[int, int, int]) -> None:
+    def __init__(self, options: tuple[int, int, int], limit: int) -> None:
         #: priority, delay and ttr of every put.
         self.options = options
+        #: The max-job-size the bodies were checked against.
+        self.limit = limit
         self.ids: list[int | None] = []
         self.errors: dict[int, QueueError] = {}
         #: Whether any put went out (and so may have been stored).
@@ -785,6 +793,15 @@ def _batch(
         size += len(command)
         end += 1
     return end, b"".join(commands)
+
+
+def _lost(lease: Lease, cause: QueueConnectionError | None = None) -> NotFound:
+    """Return the NotFound of a settle whose reservation went with its connection."""
+    detail = "" if cause is None else f" ({cause})"
+    return NotFound(
+        f"job {lease.job_id}'s reservation was lost with its connection{detail}; "
+        "the server hands the job out again"
+    )
 
 
 def _field(stats: Mapping[str, str], key: str) -> str:
