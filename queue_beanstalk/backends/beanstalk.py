@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import SplitResult
 
 from ..backend import Backend, Consumer, JobStats, Lease, Reserved
@@ -53,6 +53,7 @@ __all__ = [
 
 logger = logging.getLogger("queue_beanstalk")
 
+DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 11300
 #: Connections a backend's pool opens at most for commands (handler workers have their own).
 DEFAULT_MAX_CONNECTIONS = 64
@@ -66,6 +67,15 @@ _SERVER_REFUSALS = {
     "DRAINING": "the server is draining and takes no new jobs",
     "OUT_OF_MEMORY": "the server is out of memory",
     "INTERNAL_ERROR": "the server hit an internal error",
+}
+
+# The options from_url takes, and what the text of each in a URL query becomes.
+_OPTION_KINDS: dict[str, type[int] | type[float]] = {
+    "connect_timeout": float,
+    "timeout": float,
+    "max_idle": int,
+    "max_connections": int,
+    "retry_for": float,
 }
 
 # put_many sends its puts in batches of at most this many commands or bytes:
@@ -143,11 +153,11 @@ class BeanstalkBackend(Backend):
         (at-least-once).
     """
 
-    options = frozenset({"connect_timeout", "timeout", "max_idle", "max_connections", "retry_for"})
+    options = frozenset(_OPTION_KINDS)
 
     def __init__(
         self,
-        host: str = "127.0.0.1",
+        host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
         *,
         connect_timeout: Seconds = 5.0,
@@ -198,30 +208,11 @@ class BeanstalkBackend(Backend):
             raise ValueError(f"bad port in {url.geturl()!r}: {exc}") from exc
         if port == 0:
             raise ValueError(f"bad port in {url.geturl()!r}: port must be 1-65535, not 0")
-        return cls(
-            url.hostname or "127.0.0.1",
-            DEFAULT_PORT if port is None else port,
-            connect_timeout=positive_seconds(
-                from_text(options.get("connect_timeout", 5.0), float, "connect_timeout"),
-                "connect_timeout",
-            ),
-            timeout=positive_seconds(
-                from_text(options.get("timeout", 10.0), float, "timeout"), "timeout"
-            ),
-            max_idle=check_count(
-                from_text(options.get("max_idle", 16), int, "max_idle"), "max_idle", 0
-            ),
-            max_connections=check_count(
-                from_text(
-                    options.get("max_connections", DEFAULT_MAX_CONNECTIONS), int, "max_connections"
-                ),
-                "max_connections",
-                1,
-            ),
-            retry_for=to_seconds(
-                from_text(options.get("retry_for", 0), float, "retry_for"), "retry_for"
-            ),
-        )
+        # Only converted from the query's text here; __init__ checks every value.
+        keywords: dict[str, Any] = {
+            name: from_text(value, _OPTION_KINDS[name], name) for name, value in options.items()
+        }
+        return cls(url.hostname or DEFAULT_HOST, DEFAULT_PORT if port is None else port, **keywords)
 
     def put(self, tube: str, body: bytes, *, priority: int, delay: int, ttr: int) -> int:
         """Store a job; see :meth:`Backend.put`.

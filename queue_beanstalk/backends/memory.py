@@ -19,6 +19,7 @@ import itertools
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import SplitResult
 
 from ..backend import Backend, Consumer, JobStats, Lease, Reserved
@@ -117,8 +118,11 @@ class MemoryBackend(Backend):
         """Return a backend for ``memory://`` (host and path must be empty)."""
         if url.netloc or url.path not in ("", "/"):
             raise ValueError(f"a memory:// URL takes no host or path, not {url.geturl()!r}")
-        size = from_text(options.get("max_job_size", DEFAULT_MAX_JOB_SIZE), int, "max_job_size")
-        return cls(max_job_size=check_count(size, "max_job_size", 1))
+        # Only converted from the query's text here; __init__ checks the value.
+        keywords: dict[str, Any] = {
+            name: from_text(value, int, name) for name, value in options.items()
+        }
+        return cls(**keywords)
 
     def put(self, tube: str, body: bytes, *, priority: int, delay: int, ttr: int) -> int:
         """Store a job; see :meth:`Backend.put`."""
