@@ -25,10 +25,11 @@ from .errors import (
     ServerError,
     Timeout,
 )
-from .handler import Bury, Handler, Retry, exponential_backoff
+from .handler import Handler
 from .message import Message
 from .queue_factory import QueueFactory, factory, register_backend
 from .queues import Queue
+from .retries import Bury, Retry, exponential_backoff
 
 __version__ = "0.1.0"
 

@@ -164,15 +164,15 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from . import worker
+    from . import worker_command
 
     try:
-        func = worker.resolve(args.target)
-    except worker.TargetError as exc:
+        func = worker_command.resolve(args.target)
+    except worker_command.TargetError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_NOT_CALLABLE if exc.not_callable else EXIT_IMPORT
     with factory(args.url) as queues:
-        return worker.run(
+        return worker_command.run(
             queues,
             func,
             args.queues,

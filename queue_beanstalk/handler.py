@@ -2,20 +2,27 @@
 
 Each of ``concurrency`` worker threads has a consumer (on beanstalkd, a
 connection) of its own and reserves one message at a time, so the handler never
-holds more messages than it can start. What happens to a message:
+holds more messages than it can start. What becomes of each message once its
+function returns or raises is :mod:`queue_beanstalk.retries`'s; a body that
+cannot be decoded is buried and logged (:mod:`queue_beanstalk.decoding`), and
+the handler goes on. A function that runs past the message's time-to-run keeps
+its reservation: the :mod:`~queue_beanstalk.reservation_keeper` touches it, so
+the message is not handed to another worker.
 
-* the function returns: the message is deleted;
-* it raises :class:`Retry`: released with the delay asked for;
-* it raises :class:`Bury`: buried at once;
-* it raises anything else: the exception is logged with the message, which is
-  released with ``retry_delay(attempt)``, or buried once it has been tried
-  ``max_attempts`` times. Tries are the server's ``reserves`` count, so they
-  survive a worker's restart, and every hand-out counts: a :class:`Retry`, a
-  time-to-run expiry or a worker's death uses one up too;
-* its body cannot be decoded: buried and logged; the handler goes on.
+Life cycle
+    ``STOPPED`` --start()--> ``RUNNING`` --stop()--> ``STOPPING`` --the workers
+    end--> ``STOPPED``; a worker that ends on an error it cannot survive turns
+    ``RUNNING`` into ``FAILED``, which stops the others the same way. The
+    shutdown order, and why:
 
-A function that runs past the message's time-to-run keeps its reservation: a
-keeper thread touches it, so the message is not handed to another worker.
+    1. ``stop()`` sets the workers' event and interrupts their consumers: no
+       reserve is pending or starts after this, so no new message is taken.
+    2. A worker whose reserve returned a message as the stop came releases it
+       unstarted (on beanstalkd its connection is already closed, which gave it
+       back); a worker in a callback finishes it and settles its message.
+    3. Each worker then closes its consumer: anything it still held goes back.
+    4. The keeper is closed last, by ``wait()`` once every worker has ended, so
+       callbacks running past their time-to-run stay reserved to the end.
 
 Errors
     A worker survives whatever the codec, the wire or the backend raise: it
@@ -30,7 +37,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import math
 import random
 import threading
 import time
@@ -39,25 +45,19 @@ from typing import NoReturn
 
 from .backend import Backend, Consumer, Lease, Reserved
 from .codec import Codec
+from .decoding import decode_reserved, priority_of
 from .errors import DecodeError, HandlerNotRunning, NotFound, QueueError
-from .limits import Seconds, whole_seconds
 from .message import Message
-from .queues import decode_reserved, priority_of
+from .reservation_keeper import KEEP_AFTER, Kept, ReservationKeeper
+from .retries import Bury, Outcome, Retry, RetryDelay, RetryPolicy
 
-__all__ = ["Bury", "Handler", "Retry", "RetryDelay", "exponential_backoff"]
+__all__ = ["Handler"]
 
 logger = logging.getLogger("queue_beanstalk")
-
-#: ``retry_delay``: seconds, or a function of the attempt number (1, 2, ...) giving seconds.
-RetryDelay = Seconds | Callable[[int], Seconds]
 
 # How long one reserve waits. stop() interrupts it, so this only bounds how long
 # a worker goes without noticing anything else.
 RESERVE_TIMEOUT = 5.0
-# A callback running this long gets its message's time-to-run looked up and kept.
-KEEP_AFTER = 0.5
-# How often the keeper looks at the running callbacks, in seconds.
-SCAN = 0.1
 
 
 class _State(enum.Enum):
@@ -69,50 +69,6 @@ class _State(enum.Enum):
     STOPPING = "stopping"
     #: A worker ended on an error it could not survive; the others are stopping.
     FAILED = "failed"
-
-
-class _Outcome(enum.Enum):
-    """What is done with a message once its callback is over."""
-
-    DELETE = "delete"
-    RELEASE = "release"
-    BURY = "bury"
-
-    @property
-    def done(self) -> str:
-        """The outcome as a past participle, for the log: "deleted", "released", "buried"."""
-        return {"delete": "deleted", "release": "released", "bury": "buried"}[self.value]
-
-
-class Retry(Exception):
-    """Raise from a handler function to release the message, to be tried again after ``delay``.
-
-    It is not an error: nothing is logged and no backoff applies. The call still
-    counts as one of the message's ``max_attempts`` tries (the server counts
-    every reserve), so a message that keeps asking for retries is eventually
-    buried by its next failure.
-
-    :param delay: seconds before the message can be got again (rounded up).
-    :raises ValueError: for a negative delay, or one over beanstalkd's bound.
-    :raises TypeError: for a delay that is not seconds.
-    """
-
-    def __init__(self, delay: Seconds = 0) -> None:
-        #: Whole seconds (rounded up) before the message can be got again.
-        self.delay = whole_seconds(delay, "Retry delay")
-        super().__init__(f"retry in {self.delay}s")
-
-
-class Bury(Exception):
-    """Raise from a handler function to bury the message at once (kept, not retried)."""
-
-
-def exponential_backoff(attempt: int, *, base: float = 1.0, cap: float = 300.0) -> float:
-    """Return the default retry delay: 1, 2, 4, 8 ... seconds, at most ``cap``.
-
-    :param attempt: how many times the message has been tried (1 after the first).
-    """
-    return float(min(cap, base * 2 ** min(attempt - 1, 64)))
 
 
 class Handler:
@@ -142,15 +98,14 @@ class Handler:
         self._codec = codec
         self._priority = priority
         self._concurrency = concurrency
-        self._max_attempts = max_attempts
-        self._retry_delay = retry_delay
+        self._policy = RetryPolicy(max_attempts, retry_delay)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._state = _State.STOPPED
         self._failure: BaseException | None = None
         self._workers: list[threading.Thread] = []
         self._consumers: list[Consumer] = []
-        self._keeper: _Keeper | None = None
+        self._keeper: ReservationKeeper | None = None
         self._health = _Health()
 
     @property
@@ -203,7 +158,7 @@ class Handler:
         # A new event for each set of workers: one of the last set still
         # finishing its callback must go on seeing its own, set.
         self._stopping = stopping = threading.Event()
-        self._keeper = _Keeper(self._backend, self._concurrency, stopping)
+        self._keeper = ReservationKeeper(self._backend, self._concurrency, stopping)
         self._consumers = [self._backend.consumer(self._names) for _ in range(self._concurrency)]
         self._workers = [
             threading.Thread(
@@ -308,7 +263,7 @@ class Handler:
     # Worker threads
 
     def _work(
-        self, consumer: Consumer, keeper: _Keeper, slot: int, stopping: threading.Event
+        self, consumer: Consumer, keeper: ReservationKeeper, slot: int, stopping: threading.Event
     ) -> None:
         """Run one worker thread: the one error boundary around the handling of messages.
 
@@ -339,7 +294,7 @@ class Handler:
                     # Reserved as stop() came: hand it back at once, not started.
                     # On beanstalkd the interrupt closed its connection, which
                     # already did: a failure to release is expected, and quiet.
-                    self._settle(reserved.lease, _Outcome.RELEASE, quiet=True)
+                    self._settle(reserved.lease, Outcome.RELEASE, quiet=True)
                     break
                 try:
                     done = self._handle(reserved, keeper, slot)
@@ -347,9 +302,9 @@ class Handler:
                     logger.exception(
                         "handler worker failed on job %d; releasing it", reserved.job_id
                     )
-                    self._settle(reserved.lease, _Outcome.RELEASE)
+                    self._settle(reserved.lease, Outcome.RELEASE)
             if done is not None:
-                self._apply(done, _Outcome.DELETE)
+                self._apply(done, Outcome.DELETE)
         except BaseException as exc:  # noqa: BLE001 - recorded and logged: the handler fails
             self._crashed(exc)
         finally:
@@ -361,23 +316,23 @@ class Handler:
             return consumer.reserve(RESERVE_TIMEOUT)
         deleted, reserved = consumer.delete_and_reserve(done, RESERVE_TIMEOUT)
         if not deleted:
-            _log_lost(done, _Outcome.DELETE)
+            _log_lost(done, Outcome.DELETE)
         return reserved
 
-    def _handle(self, reserved: Reserved, keeper: _Keeper, slot: int) -> Lease | None:
+    def _handle(self, reserved: Reserved, keeper: ReservationKeeper, slot: int) -> Lease | None:
         """Call the function; return the lease when its message is to be deleted."""
         try:
             message = decode_reserved(self._backend, self._codec, reserved, self._priority)
         except DecodeError:
             return None  # buried and logged; nothing is lost
         lease = reserved.lease
-        keeper.slots[slot] = _Kept(lease, time.monotonic() + KEEP_AFTER)
+        keeper.slots[slot] = Kept(lease, time.monotonic() + KEEP_AFTER)
         try:
             self._func(message)
         except Retry as request:
-            self._settle(lease, _Outcome.RELEASE, request.delay)
+            self._settle(lease, Outcome.RELEASE, request.delay)
         except Bury:
-            self._settle(lease, _Outcome.BURY)
+            self._settle(lease, Outcome.BURY)
         except BaseException:
             logger.exception("handler function failed on %r", message)
             self._fail(lease, message)
@@ -395,24 +350,15 @@ class Handler:
         except QueueError:
             # The server will tell next time; a release is the safe side.
             attempts, priority = 1, self._priority
-        if attempts >= self._max_attempts:
+        outcome, delay = self._policy.after_failure(attempts)
+        if outcome is Outcome.BURY:
             logger.error("giving up on %r after %d attempt(s): buried", message, attempts)
-            self._settle(lease, _Outcome.BURY, priority=priority)
-            return
-        self._settle(lease, _Outcome.RELEASE, self._delay_for(attempts), priority)
-
-    def _delay_for(self, attempt: int) -> int:
-        delay = self._retry_delay
-        try:
-            return whole_seconds(delay(attempt) if callable(delay) else delay, "retry_delay")
-        except Exception:
-            logger.exception("retry_delay failed for attempt %d; using the default", attempt)
-            return whole_seconds(exponential_backoff(attempt), "retry_delay")
+        self._settle(lease, outcome, delay, priority)
 
     def _settle(
         self,
         lease: Lease,
-        outcome: _Outcome,
+        outcome: Outcome,
         delay: int = 0,
         priority: int | None = None,
         *,
@@ -425,7 +371,7 @@ class Handler:
     def _apply(
         self,
         lease: Lease,
-        outcome: _Outcome,
+        outcome: Outcome,
         delay: int = 0,
         priority: int | None = None,
         *,
@@ -439,13 +385,13 @@ class Handler:
         rather than not at all. ``quiet`` logs failures at debug level only.
         """
         try:
-            if outcome is _Outcome.DELETE:
+            if outcome is Outcome.DELETE:
                 self._backend.delete(lease)
-            elif outcome is _Outcome.RELEASE:
+            elif outcome is Outcome.RELEASE:
                 if priority is None:
                     priority = priority_of(self._backend, lease.job_id, self._priority)
                 self._backend.release(lease, priority=priority, delay=delay)
-            elif outcome is _Outcome.BURY:
+            elif outcome is Outcome.BURY:
                 if priority is None:
                     priority = priority_of(self._backend, lease.job_id, self._priority)
                 self._backend.bury(lease, priority=priority)
@@ -468,7 +414,7 @@ def _unreachable(value: NoReturn) -> NoReturn:
     raise AssertionError(f"unhandled {value!r}")
 
 
-def _log_lost(lease: Lease, outcome: _Outcome, quiet: bool = False) -> None:
+def _log_lost(lease: Lease, outcome: Outcome, quiet: bool = False) -> None:
     logger.log(
         logging.DEBUG if quiet else logging.WARNING,
         "job %d was no longer reserved when it was to be %s; the server hands it out again",
@@ -505,73 +451,3 @@ class _Health:
                 return
             self._down = False
         logger.warning("handler reached the server again")
-
-
-class _Kept:
-    """A callback's message, and when the keeper should next look at it."""
-
-    __slots__ = ("due", "lease", "ttr")
-
-    def __init__(self, lease: Lease, due: float) -> None:
-        self.lease = lease
-        self.due = due
-        self.ttr: int | None = None
-
-
-class _Keeper:
-    """A thread that has the messages of callbacks running past their time-to-run touched.
-
-    Each worker has a slot in which it puts what its callback holds: starting
-    a callback costs one assignment, no lock and no wake-up. Every SCAN seconds
-    the keeper looks at the slots; a message whose callback has run KEEP_AFTER
-    seconds has its time-to-run looked up once (``stats-job``) and is touched
-    well before it runs out, again and again until the callback returns. Each
-    touch runs in a short thread of its own, so one slow reply (up to the
-    backend's timeout) never delays the touches of other messages past
-    their time-to-run.
-    """
-
-    def __init__(self, backend: Backend, workers: int, stopping: threading.Event) -> None:
-        self._backend = backend
-        self.slots: list[_Kept | None] = [None] * workers
-        self._stopping = stopping
-        self._closed = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name="queue-beanstalk-keeper", daemon=True
-        )
-        self._thread.start()
-
-    def close(self) -> None:
-        """End the keeper thread (it finishes a touch under way)."""
-        self._closed.set()
-
-    def _run(self) -> None:
-        while not self._closed.wait(SCAN):
-            if self._stopping.is_set() and not any(self.slots):
-                return  # stopped, and no callback left to keep: nothing will come
-            now = time.monotonic()
-            for kept in list(self.slots):
-                if kept is not None and kept.due <= now and not kept.lease.settled:
-                    self._start_touch(kept)
-
-    def _start_touch(self, kept: _Kept) -> None:
-        kept.due = math.inf  # until this touch is done: never two at once
-        try:
-            threading.Thread(
-                target=self._touch, args=(kept,), name="queue-beanstalk-touch", daemon=True
-            ).start()
-        except RuntimeError:  # no thread to be had: touch here, late rather than never
-            self._touch(kept)
-
-    def _touch(self, kept: _Kept) -> None:
-        try:
-            if kept.ttr is None:
-                kept.ttr = self._backend.stats_job(kept.lease.job_id).ttr
-            self._backend.touch(kept.lease)
-        except Exception as exc:  # noqa: BLE001 - logged: no touch thread ends silently
-            # kept.due stays infinite: nothing more to do for this one.
-            if not kept.lease.settled:
-                logger.warning("could not keep job %d reserved: %s", kept.lease.job_id, exc)
-            return
-        # Touch again well before the time-to-run, restarted now, runs out.
-        kept.due = time.monotonic() + max(0.25, kept.ttr / 2 - 0.25)

@@ -12,7 +12,7 @@ from .backend import Backend
 from .backends.beanstalk import BeanstalkBackend
 from .backends.memory import MemoryBackend
 from .codec import Codec, JsonCodec
-from .handler import Handler, RetryDelay, exponential_backoff
+from .handler import Handler
 from .limits import (
     Seconds,
     check_count,
@@ -24,6 +24,7 @@ from .limits import (
 )
 from .message import Message
 from .queues import Queue
+from .retries import RetryDelay, exponential_backoff
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",

@@ -15,7 +15,7 @@ import pytest
 
 from queue_beanstalk import Message, NotFound, QueueFactory, cli, factory
 from queue_beanstalk.testing import free_port
-from queue_beanstalk.worker import TargetError, resolve
+from queue_beanstalk.worker_command import TargetError, resolve
 
 TASKS = """
 import pathlib, time

@@ -368,9 +368,10 @@ def test_one_slow_lookup_does_not_let_another_message_run_out(
 def test_a_lost_settle_is_logged_in_plain_words(
     caplog: pytest.LogCaptureFixture, outcome: str, word: str
 ) -> None:
-    from queue_beanstalk.handler import _log_lost, _Outcome
+    from queue_beanstalk.handler import _log_lost
+    from queue_beanstalk.retries import Outcome
 
-    _log_lost(Lease(7, "q"), _Outcome[outcome])
+    _log_lost(Lease(7, "q"), Outcome[outcome])
     assert f"job 7 was no longer reserved when it was to be {word};" in caplog.text
 
 

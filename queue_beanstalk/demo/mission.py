@@ -16,10 +16,10 @@ from collections import Counter
 from typing import NamedTuple
 
 from ..errors import NotFound
-from ..handler import Retry
 from ..message import Message
 from ..queue_factory import QueueFactory
 from ..queues import Queue
+from ..retries import Retry
 from .output import _Output, _span, _times
 from .script import (
     BATCH,

@@ -1,0 +1,66 @@
+"""A reserved job's message, or the job buried when its body cannot be decoded.
+
+The codec turns bytes into a :class:`Message`; here that is done for a job
+just reserved, and a job the codec cannot read is buried (kept for inspection,
+at its own priority), never deleted: nothing is lost to bad input.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .backend import Backend, Reserved
+from .codec import Codec
+from .errors import DecodeError, QueueError
+from .message import Message
+
+__all__ = ["decode_reserved", "priority_of"]
+
+logger = logging.getLogger("queue_beanstalk")
+
+
+def decode_reserved(backend: Backend, codec: Codec, reserved: Reserved, priority: int) -> Message:
+    """Return the message in a reserved job, or bury the job and raise DecodeError.
+
+    An undecodable job is buried at its own priority. Any ``Exception`` from the
+    codec counts as undecodable, so a bug in a codec never stops a worker.
+
+    :param priority: the priority to bury with when the job's own cannot be read.
+    """
+    try:
+        message = codec.decode(reserved.body)
+    except Exception as exc:
+        reserved.lease.claim()
+        # A ValueError is the codec's refusal; anything else is a bug in the codec,
+        # named in the error and logged with its traceback.
+        bug = not isinstance(exc, ValueError)
+        reason = f"{type(exc).__name__}: {exc}" if bug else str(exc)
+        error = DecodeError(reason, reserved.job_id, reserved.body, reserved.tube)
+        try:
+            backend.bury(reserved.lease, priority=priority_of(backend, reserved.job_id, priority))
+        except Exception:
+            # The job is not lost: the server hands it out again after its time-to-run.
+            logger.exception("could not bury undecodable job %d", reserved.job_id)
+            raise error from exc
+        logger.warning("%s (body %r)", error, reserved.body[:200], exc_info=bug)
+        raise error from exc
+    message._id = reserved.job_id
+    message._queue = reserved.tube
+    message._lease = reserved.lease
+    return message
+
+
+def priority_of(backend: Backend, job_id: int, default: int) -> int:
+    """Return the priority a reserved job was put with, for a release or bury to keep it.
+
+    beanstalkd's release and bury set a priority, and its reserve does not say
+    the job's: it is looked up (``stats-job``). When that fails, ``default``,
+    logged: the job goes back at another priority rather than not at all.
+    """
+    try:
+        return backend.stats_job(job_id).priority
+    except QueueError as exc:
+        logger.warning(
+            "could not read job %d's priority; settling it at %d: %s", job_id, default, exc
+        )
+        return default
