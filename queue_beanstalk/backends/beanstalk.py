@@ -120,13 +120,15 @@ def translate(exc: BaseException, address: str) -> QueueError:
 
 
 class _BeanstalkLease(Lease):
-    """A Lease with the connection the job was reserved on, set just after it is made."""
+    """A Lease bound to the connection its job was reserved on, the only one that can settle it."""
 
     __slots__ = ("__weakref__", "backend", "connection")
 
-    # Set by _lease_reserved, not by an __init__ of its own: one call fewer per reserve.
-    connection: Connection
-    backend: object
+    def __init__(self, job_id: int, tube: str, connection: Connection, backend: object) -> None:
+        super().__init__(job_id, tube)
+        self.connection = connection
+        #: The backend that reserved it: a lease of another factory is refused.
+        self.backend = backend
 
 
 class BeanstalkBackend(Backend):
@@ -543,12 +545,9 @@ class BeanstalkBackend(Backend):
             tube = tubes[0]
         else:  # the RESERVED reply does not say which tube the job came from
             tube = _field(wire.stats(conn.wire, b"stats-job %d\r\n" % job_id), "tube")
-        lease = _BeanstalkLease(job_id, tube)
-        lease.connection = conn
-        lease.backend = self
+        lease = _BeanstalkLease(job_id, tube, conn, self)
         conn.hold(lease)
-        # Reserved(...) without the Python frame of a NamedTuple's __new__.
-        return tuple.__new__(Reserved, (job_id, body, tube, lease))
+        return Reserved(job_id, body, tube, lease)
 
     def _watch(self, conn: Connection, tubes: tuple[str, ...]) -> None:
         """Make ``conn`` reserve from ``tubes``; callers check ``conn.watched_for`` first.

@@ -51,11 +51,10 @@ class Connection:
     only with it held, except ``pooled`` (the pool's, under its own lock),
     ``broken``, which only ever becomes True, and ``used`` and ``watched``,
     which the pool reads without it only to prefer one idle connection to
-    another. ``lent`` says whether the pool took it out
-    of its idle list to lend it. ``watched_for`` is the very tuple of tube
-    names ``watched`` was last made from: a reserve that passes the same one
-    again (a Queue always does) skips building and comparing sets: about 4%
-    of a get+delete in the benchmark's split placement (see BENCHMARKS.md).
+    another. ``lent`` says whether the pool took it out of its idle list to
+    lend it. ``watched_for`` is the very tuple of tube names ``watched`` was
+    last made from: a reserve that passes the same one again (a Queue always
+    does) skips building and comparing sets (what that saves: bench/ANALYSIS.md).
     """
 
     __slots__ = (
