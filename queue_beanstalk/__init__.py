@@ -9,9 +9,9 @@ Example::
     jobs.delete(message)
 """
 
+import typing
+
 from .backend import Backend, Consumer, JobStats, Lease, Reserved
-from .backends.beanstalk import BeanstalkBackend
-from .backends.memory import MemoryBackend
 from .codec import Codec, JsonCodec
 from .errors import (
     DecodeError,
@@ -31,7 +31,27 @@ from .queue_factory import QueueFactory, factory, register_backend
 from .queues import Queue
 from .retries import Bury, Retry, exponential_backoff
 
+if typing.TYPE_CHECKING:
+    from .backends.beanstalk import BeanstalkBackend
+    from .backends.memory import MemoryBackend
+
 __version__ = "0.1.0"
+
+# The backends are imported when first named, as factory() imports them when a
+# URL of theirs is first used: importing the library imports no backend.
+_LAZY = {
+    "BeanstalkBackend": "queue_beanstalk.backends.beanstalk",
+    "MemoryBackend": "queue_beanstalk.backends.memory",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'queue_beanstalk' has no attribute {name!r}")
+
 
 __all__ = [
     "Backend",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -9,8 +10,6 @@ from types import TracebackType
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from .backend import Backend
-from .backends.beanstalk import BeanstalkBackend
-from .backends.memory import MemoryBackend
 from .codec import Codec, JsonCodec
 from .handler import Handler
 from .limits import (
@@ -50,7 +49,13 @@ DEFAULT_PRIORITY = 1024
 
 _CODECS: dict[str, type[Codec]] = {"json": JsonCodec}
 _FACTORY_OPTIONS = frozenset({"codec", "priority", "ttr"})
-_BACKENDS: dict[str, type[Backend]] = {}
+# Backends by URL scheme: a class, or its "package.module:Class" name, imported
+# when a URL of that scheme is first used, so that importing the library does
+# not import every backend (kombu's transport registry).
+_BACKENDS: dict[str, type[Backend] | str] = {
+    "beanstalk": "queue_beanstalk.backends.beanstalk:BeanstalkBackend",
+    "memory": "queue_beanstalk.backends.memory:MemoryBackend",
+}
 _registry_lock = threading.Lock()
 
 
@@ -163,19 +168,39 @@ class QueueFactory:
         return f"queue_beanstalk.QueueFactory(backend={self._backend!r})"
 
 
-def register_backend(scheme: str, backend: type[Backend]) -> None:
+def register_backend(scheme: str, backend: type[Backend] | str) -> None:
     """Make ``factory()`` build ``backend`` for URLs of ``scheme`` (tsuru's Register).
 
-    :raises TypeError: when ``backend`` is not a :class:`Backend` subclass.
+    :param backend: a :class:`Backend` subclass, or its ``"package.module:Class"``
+        name, imported when a URL of ``scheme`` is first used.
+    :raises TypeError: when ``backend`` is neither.
     """
-    if not (isinstance(backend, type) and issubclass(backend, Backend)):
+    if isinstance(backend, str):
+        module, sep, name = backend.partition(":")
+        if not (sep and module and name):
+            raise TypeError(
+                f"backend must be a Backend subclass or its 'package.module:Class' name, "
+                f"not {backend!r}"
+            )
+    elif not (isinstance(backend, type) and issubclass(backend, Backend)):
         raise TypeError(f"backend must be a Backend subclass, not {backend!r}")
     with _registry_lock:
         _BACKENDS[scheme.lower()] = backend
 
 
-register_backend("beanstalk", BeanstalkBackend)
-register_backend("memory", MemoryBackend)
+def _backend_class(scheme: str) -> type[Backend] | None:
+    """Return the backend registered for ``scheme``, importing it on first use."""
+    with _registry_lock:
+        entry = _BACKENDS.get(scheme)
+    if not isinstance(entry, str):
+        return entry
+    module, _, name = entry.partition(":")
+    found = getattr(importlib.import_module(module), name)
+    if not (isinstance(found, type) and issubclass(found, Backend)):
+        raise TypeError(f"{entry!r}, registered for {scheme}://, is not a Backend subclass")
+    with _registry_lock:
+        _BACKENDS[scheme] = found
+    return found
 
 
 def factory(url: str | None = None, **options: object) -> QueueFactory:
@@ -186,19 +211,20 @@ def factory(url: str | None = None, **options: object) -> QueueFactory:
         (``beanstalk://q:11300?ttr=60&priority=10``). When None, the
         ``QUEUE_BEANSTALK_URL`` environment variable, else ``beanstalk://127.0.0.1:11300``.
     :param options: ``ttr`` (seconds), ``priority`` and ``codec`` (a :class:`Codec`
-        or ``"json"``), plus the backend's own (for beanstalk: ``connect_timeout``,
-        ``timeout`` and ``max_idle``; for memory: ``max_job_size``). Keywords win
-        over the URL query.
+        or ``"json"``), plus the backend's own: for beanstalk, ``connect_timeout``,
+        ``timeout``, ``max_idle``, ``max_connections`` and ``retry_for`` (see
+        :class:`~queue_beanstalk.BeanstalkBackend`); for memory, ``max_job_size``.
+        Keywords win over the URL query.
     :raises ValueError: for an unknown scheme (the message lists the known ones),
         an unknown option, or a value out of range.
     """
     if url is None:
         url = os.environ.get(URL_ENVIRONMENT_VARIABLE) or DEFAULT_URL
     parts = urlsplit(url)
-    with _registry_lock:
-        backend_class = _BACKENDS.get(parts.scheme.lower())
-        known = sorted(_BACKENDS)
+    backend_class = _backend_class(parts.scheme.lower())
     if backend_class is None:
+        with _registry_lock:
+            known = sorted(_BACKENDS)
         raise ValueError(
             f"unknown queue URL scheme {parts.scheme!r} in {url!r}; known schemes: "
             + ", ".join(f"{scheme}://" for scheme in known)

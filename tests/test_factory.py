@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import select
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Mapping
@@ -310,3 +312,30 @@ def test_reprs_name_the_package(queues: QueueFactory, tube: str) -> None:
     assert repr(queues.get(tube)).startswith("queue_beanstalk.Queue(")
     assert repr(queues.backend).startswith("queue_beanstalk.")
     assert tube in repr(queues.get(tube))
+
+
+def test_importing_the_library_imports_no_backend() -> None:
+    code = (
+        "import sys, queue_beanstalk\n"
+        "loaded = [m for m in sys.modules if m.startswith('queue_beanstalk.backends.')]\n"
+        "assert not loaded, loaded\n"
+        "queue_beanstalk.factory('memory://')\n"
+        "assert 'queue_beanstalk.backends.memory' in sys.modules\n"
+        "assert 'queue_beanstalk.backends.beanstalk' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_backend_registered_by_name_is_imported_on_first_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(queue_factory, "_BACKENDS", dict(queue_factory._BACKENDS))
+    scheme = f"named{uuid.uuid4().hex[:8]}"
+    register_backend(scheme, f"{__name__}:CustomBackend")
+    with factory(f"{scheme}://host") as queues:
+        assert isinstance(queues.backend, CustomBackend)
+    register_backend(
+        scheme, f"{__name__}:test_a_backend_registered_by_name_is_imported_on_first_use"
+    )
+    with pytest.raises(TypeError, match="not a Backend subclass"):
+        factory(f"{scheme}://host")
