@@ -15,15 +15,15 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
-import greenstalk
 import pytest
 
 from queue_beanstalk import Handler, QueueFactory, factory
 from queue_beanstalk.testing import BeanstalkdNotFound, BeanstalkdServer
 
+from .contract.cases import BACKENDS, BackendCase
+from .contract.cases import RawPut as RawPut  # re-exported: older test modules import it here
 from .support import FakeBeanstalkd, Reply
 
-BACKENDS = ["memory", "beanstalkd"]
 BEANSTALKD_IMAGE = "schickling/beanstalkd:latest"
 
 
@@ -98,17 +98,22 @@ def stopping() -> Iterator[list[Handler]]:
         assert handler.wait(10)
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=list(BACKENDS))
 def backend_name(request: pytest.FixtureRequest) -> str:
-    """The name of the backend a contract test runs against."""
+    """The name of the backend a test outside the contract classes runs against."""
     return str(request.param)
 
 
 @pytest.fixture
-def queues(backend_name: str, request: pytest.FixtureRequest) -> Iterator[QueueFactory]:
-    """A QueueFactory on each backend in turn, closed after the test."""
-    url = "memory://" if backend_name == "memory" else request.getfixturevalue("beanstalkd_url")
-    with factory(url) as made:
+def backend_case(backend_name: str) -> BackendCase:
+    """The backend a test runs against; a contract class supplies its own instead."""
+    return BACKENDS[backend_name]()
+
+
+@pytest.fixture
+def queues(backend_case: BackendCase, request: pytest.FixtureRequest) -> Iterator[QueueFactory]:
+    """A QueueFactory on the test's backend, closed after the test."""
+    with factory(backend_case.url(request)) as made:
         yield made
 
 
@@ -118,25 +123,12 @@ def tube() -> str:
     return f"test-{uuid.uuid4().hex[:16]}"
 
 
-RawPut = Callable[[str, bytes], int]
-
-
 @pytest.fixture
-def raw_put(backend_name: str, queues: QueueFactory, request: pytest.FixtureRequest) -> RawPut:
-    """Put a body as another client would: through greenstalk on beanstalkd."""
-    if backend_name == "memory":
-
-        def put_memory(tube: str, body: bytes) -> int:
-            return queues.backend.put(tube, body, priority=0, delay=0, ttr=60)
-
-        return put_memory
-    host, port = request.getfixturevalue("beanstalkd_url").removeprefix("beanstalk://").split(":")
-
-    def put_greenstalk(tube: str, body: bytes) -> int:
-        with greenstalk.Client((host, int(port)), encoding=None, use=tube) as client:
-            return client.put(body, priority=0)
-
-    return put_greenstalk
+def raw_put(
+    backend_case: BackendCase, queues: QueueFactory, request: pytest.FixtureRequest
+) -> RawPut:
+    """Put a body as another client would, bypassing the library's codec."""
+    return backend_case.raw_put(queues, request)
 
 
 StartFake = Callable[[Mapping[bytes, Sequence[Reply]]], FakeBeanstalkd]

@@ -217,6 +217,7 @@ class MemoryBackend(Backend):
             job.owner = None
             job.state = "buried"
             job.entry += 1
+            self._changed.notify_all()  # wakes a join: the tube may be empty now
 
     def touch(self, lease: Lease) -> None:
         """Restart a reserved job's time-to-run; see :meth:`Backend.touch`."""
@@ -256,6 +257,38 @@ class MemoryBackend(Backend):
                 raise NotFound(f"job {job_id} is neither buried nor delayed")
             job.kicks += 1
             self._make_ready(job)
+
+    def join(self, tube: str, timeout: float) -> None:
+        """Block until ``tube`` holds no ready, delayed or reserved job: a drain for tests.
+
+        Buried jobs do not count, as nothing takes them without a kick. A job
+        leaves the count when its delete or bury is done; a handler settles a
+        message after its callback returned, so once a handler drained ``tube``
+        every callback whose message it settled has returned. A delayed job, or
+        a reserved one whose time-to-run runs out, keeps the join waiting until
+        it is settled in turn. Thread-safe; a callback must not join its own
+        tube (its message is reserved until it returns).
+
+        :param tube: the tube to wait for.
+        :param timeout: the most to wait, in seconds.
+        :raises Timeout: when the tube still holds such a job after ``timeout`` seconds.
+        :raises QueueError: when the backend is closed, or closes while waiting.
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                self._check_open()
+                now = time.monotonic()
+                self._run_timers(now)
+                pending = sum(
+                    1 for job in self._jobs.values() if job.tube == tube and job.state != "buried"
+                )
+                if not pending:
+                    return
+                if now >= deadline:
+                    raise Timeout(f"{pending} job(s) still on {tube} after {timeout:g}s")
+                wake = deadline if not self._timers else min(deadline, self._timers[0][0])
+                self._changed.wait(wake - now)
 
     def max_job_size(self) -> int:
         """Return the largest body accepted, in bytes."""
