@@ -10,9 +10,7 @@ from types import TracebackType
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from .backend import Backend
-from .codec import Codec, JsonCodec
-from .handler import Handler
-from .limits import (
+from .checks import (
     Seconds,
     check_count,
     check_name,
@@ -21,6 +19,8 @@ from .limits import (
     from_text,
     whole_seconds,
 )
+from .codec import Codec, JsonCodec
+from .handler import Handler
 from .message import Message
 from .queues import Queue
 from .retries import RetryDelay, exponential_backoff

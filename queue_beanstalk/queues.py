@@ -6,10 +6,10 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from .backend import Backend, Lease
+from .checks import MAX_UINT32, Seconds, check_priority, check_ttr, to_seconds, whole_seconds
 from .codec import Codec
 from .decoding import decode_reserved
 from .errors import MessageTooBig, NotFound, PutManyError, QueueError
-from .limits import MAX_UINT32, Seconds, check_priority, check_ttr, to_seconds, whole_seconds
 from .message import Message
 
 __all__ = ["Queue"]

@@ -16,7 +16,7 @@ import enum
 import logging
 from collections.abc import Callable
 
-from .limits import Seconds, whole_seconds
+from .checks import Seconds, whole_seconds
 
 __all__ = ["Bury", "Outcome", "Retry", "RetryDelay", "RetryPolicy", "exponential_backoff"]
 

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from urllib.parse import SplitResult
 
 from ..backend import Backend, Consumer, JobStats, Lease, Reserved
+from ..checks import Seconds, check_count, from_text, positive_seconds, to_seconds
 from ..errors import (
     MessageTooBig,
     NotFound,
@@ -38,7 +39,6 @@ from ..errors import (
     ServerError,
     Timeout,
 )
-from ..limits import Seconds, check_count, from_text, positive_seconds, to_seconds
 from . import wire
 from .connections import Connection, Pool
 from .wire import Refused, WireError

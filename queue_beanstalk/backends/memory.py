@@ -23,8 +23,8 @@ from typing import Any
 from urllib.parse import SplitResult
 
 from ..backend import Backend, Consumer, JobStats, Lease, Reserved
+from ..checks import check_count, from_text
 from ..errors import MessageTooBig, NotFound, QueueError, Timeout
-from ..limits import check_count, from_text
 
 __all__ = ["MemoryBackend"]
 
