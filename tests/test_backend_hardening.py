@@ -235,23 +235,6 @@ def test_a_timeout_below_a_microsecond_still_bounds_a_reply(fake_beanstalkd: Sta
         assert isinstance(raised[0], QueueConnectionError)
 
 
-def test_put_many_retries_within_its_budget_while_the_server_restarts(
-    server: BeanstalkdServer,
-) -> None:
-    with factory(server.url, retry_for=10, connect_timeout=1) as queues:
-        queue = queues.get("budget")
-        queue.put(Message("before"))
-        server.kill()
-        restart = threading.Timer(1.0, server.start)
-        restart.start()
-        try:
-            ids = queue.put_many([Message("during", [str(n)]) for n in range(5)])
-        finally:
-            restart.join()
-        assert len(ids) == 5
-        assert all(queues.backend.stats_job(job_id).state == "ready" for job_id in ids)
-
-
 def test_stop_interrupts_a_worker_that_is_connecting() -> None:
     # A listener whose backlog is full: connects to it hang, as to a host that drops SYNs.
     listener = socket.create_server(("127.0.0.1", 0), backlog=0)

@@ -40,8 +40,9 @@ def test_after_a_restart_the_first_put_already_succeeds(server: BeanstalkdServer
         assert queues.backend.stats_job(job_id).state == "ready"
 
 
+@pytest.mark.parametrize("many", [False, True], ids=["put", "put_many"])
 def test_put_retries_within_its_budget_while_the_server_restarts(
-    server: BeanstalkdServer,
+    server: BeanstalkdServer, many: bool
 ) -> None:
     with factory(server.url, retry_for=10, connect_timeout=1) as queues:
         queue = queues.get("budget")
@@ -51,11 +52,14 @@ def test_put_retries_within_its_budget_while_the_server_restarts(
         restart.start()
         try:
             started = time.monotonic()
-            job_id = queue.put(Message("during"))
+            if many:
+                ids = queue.put_many([Message("during", [str(n)]) for n in range(5)])
+            else:
+                ids = [queue.put(Message("during"))]
         finally:
             restart.join()
         assert 0.5 < time.monotonic() - started < 10
-        assert queues.backend.stats_job(job_id).state == "ready"
+        assert all(queues.backend.stats_job(job_id).state == "ready" for job_id in ids)
 
 
 def test_put_gives_up_when_its_budget_is_spent(server: BeanstalkdServer) -> None:
