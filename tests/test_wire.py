@@ -9,9 +9,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from queue_beanstalk.backends import wire
+from queue_beanstalk.backends import protocol, wire
 from queue_beanstalk.backends.connections import set_timeouts
-from queue_beanstalk.backends.wire import Refused, Wire, WireError
+from queue_beanstalk.backends.protocol import ProtocolError, Refused
+from queue_beanstalk.backends.wire import Wire
 
 
 @pytest.fixture
@@ -83,7 +84,7 @@ def test_a_reply_that_breaks_the_protocol_is_a_wire_error(
 ) -> None:
     ours, server = pair
     server.sendall(data)
-    with pytest.raises(WireError, match=words):
+    with pytest.raises(ProtocolError, match=words):
         ours.reply_int(b"INSERTED")
 
 
@@ -91,8 +92,8 @@ def test_a_reply_that_breaks_the_protocol_is_a_wire_error(
     ("reply", "error", "words"),
     [
         (b"NOT_FOUND\r\n", Refused, "NOT_FOUND"),
-        (b"DELETED 7\r\n", WireError, "1 values"),
-        (b"RELEASED\r\n", WireError, "unexpected reply"),
+        (b"DELETED 7\r\n", ProtocolError, "1 values"),
+        (b"RELEASED\r\n", ProtocolError, "unexpected reply"),
     ],
 )
 def test_a_one_word_command_takes_its_word_and_nothing_else(
@@ -112,7 +113,7 @@ def test_a_one_word_command_takes_its_word_and_nothing_else(
 def test_a_body_without_its_crlf_is_a_wire_error(pair: tuple[Wire, socket.socket]) -> None:
     ours, server = pair
     server.sendall(b"RESERVED 1 3\r\nabcXY")
-    with pytest.raises(WireError, match="CRLF"):
+    with pytest.raises(ProtocolError, match="CRLF"):
         ours.reserved(_soon())
 
 
@@ -130,7 +131,7 @@ def test_a_reserve_reply_that_breaks_the_protocol_is_a_wire_error(
 ) -> None:
     ours, server = pair
     server.sendall(data)
-    with pytest.raises(WireError, match=words):
+    with pytest.raises(ProtocolError, match=words):
         ours.reserved(_soon())
 
 
@@ -171,16 +172,16 @@ def test_stats_are_parsed_and_checked(pair: tuple[Wire, socket.socket]) -> None:
     ours, server = pair
     yaml = b'---\nid: 5\ntube: "jobs"\nstate: ready\n'
     server.sendall(b"OK %d\r\n%b\r\n" % (len(yaml), yaml))
-    assert wire.stats(ours, b"stats-job 5\r\n") == {"id": "5", "tube": "jobs", "state": "ready"}
+    assert wire.stats(ours, protocol.stats_job(5)) == {"id": "5", "tube": "jobs", "state": "ready"}
     assert server.recv(100) == b"stats-job 5\r\n"
     for bad in (b"id: 5\n", b"---\nno value here\n"):
         server.sendall(b"OK %d\r\n%b\r\n" % (len(bad), bad))
-        with pytest.raises(WireError):
-            wire.stats(ours, b"stats\r\n")
+        with pytest.raises(ProtocolError):
+            wire.stats(ours, protocol.STATS)
 
 
 def test_put_command_carries_the_body_and_its_length() -> None:
-    assert wire.put_command(b"a\r\nb", 1, 2, 3) == b"put 1 2 3 4\r\na\r\nb\r\n"
+    assert protocol.put(b"a\r\nb", 1, 2, 3)[0] == b"put 1 2 3 4\r\na\r\nb\r\n"
 
 
 def _kernel_timeout(sock: socket.socket, seconds: float) -> None:

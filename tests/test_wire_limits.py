@@ -15,9 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from queue_beanstalk.backends import wire
+from queue_beanstalk.backends import protocol, wire
 from queue_beanstalk.backends.connections import set_timeouts
-from queue_beanstalk.backends.wire import BodyLimit, Refused, Wire, WireError
+from queue_beanstalk.backends.protocol import ProtocolError, Refused
+from queue_beanstalk.backends.wire import BodyLimit, Wire
 from queue_beanstalk.testing import BeanstalkdNotFound, BeanstalkdServer
 
 from .conftest import StartFake
@@ -75,17 +76,17 @@ _STATS = b"---\nmax-job-size: 65535\ncurrent-jobs-ready: 0\n"
 
 
 def _put(ours: Wire) -> object:
-    ours.send(wire.put_command(b"body", 0, 0, 60))
+    ours.send(protocol.put(b"body", 0, 0, 60)[0])
     return ours.reply_int(b"INSERTED")
 
 
 def _reserve(ours: Wire) -> object:
-    ours.send(wire.reserve_command(5))
+    ours.send(protocol.reserve(5)[0])
     return ours.reserved(time.monotonic() + 5)
 
 
 def _stats(ours: Wire) -> object:
-    return wire.stats(ours, b"stats\r\n")
+    return wire.stats(ours, protocol.STATS)
 
 
 @pytest.mark.parametrize(
@@ -186,7 +187,7 @@ def test_the_default_limit_is_beanstalkds_ceiling() -> None:
     ("data", "read"),
     [
         (b"RESERVED 1 %d\r\n", lambda w: w.reserved(time.monotonic() + 5)),
-        (b"OK %d\r\n", lambda w: wire.stats(w, b"stats\r\n")),
+        (b"OK %d\r\n", lambda w: wire.stats(w, protocol.STATS)),
     ],
     ids=["reserve", "stats"],
 )
@@ -201,7 +202,7 @@ def test_a_size_over_the_limit_is_a_wire_error_before_anything_is_received(
     reader = _wire(ours, 0.5)
     server.sendall(data % size)  # and no body: nothing is waited for
     started = time.monotonic()
-    with pytest.raises(WireError, match=rf"{size}-byte data block.*limit of {CEILING} bytes"):
+    with pytest.raises(ProtocolError, match=rf"{size}-byte data block.*limit of {CEILING} bytes"):
         read(reader)
     assert time.monotonic() - started < 0.4
 
@@ -232,15 +233,15 @@ def test_an_absurd_number_is_a_wire_error(
     ours, server = pair
     reader = _wire(ours, 0.5)
     server.sendall(data)
-    with pytest.raises(WireError):
+    with pytest.raises(ProtocolError):
         read(reader)
 
 
 def test_number_takes_at_most_twenty_ascii_digits() -> None:
-    assert wire.number(b"18446744073709551615") == 2**64 - 1
+    assert protocol.number(b"18446744073709551615") == 2**64 - 1
     for bad in (b"1" * 21, b"\xb2", b"\xd9\xa1", b"+1", b"-1", b" 1", b""):
-        with pytest.raises(WireError):
-            wire.number(bad)
+        with pytest.raises(ProtocolError):
+            protocol.number(bad)
 
 
 def test_a_shared_limit_lowered_later_bounds_every_wire_sharing_it() -> None:
@@ -252,7 +253,7 @@ def test_a_shared_limit_lowered_later_bounds_every_wire_sharing_it() -> None:
         for (_, server), reader in zip(pairs, readers, strict=True):
             server.sendall(b"RESERVED 1 5\r\nhello\r\nRESERVED 2 6\r\n")
             assert reader.reserved(time.monotonic() + 5) == (1, b"hello")
-            with pytest.raises(WireError, match=r"6-byte data block.*limit of 5 bytes"):
+            with pytest.raises(ProtocolError, match=r"6-byte data block.*limit of 5 bytes"):
                 reader.reserved(time.monotonic() + 5)
 
 
@@ -263,7 +264,7 @@ def test_a_stats_reply_is_read_whatever_the_job_limit(
     reader = _wire(ours, 0.5, BodyLimit(10))
     yaml = b"---\n" + b"".join(b"field-%d: %d\n" % (n, n) for n in range(100))
     server.sendall(b"OK %d\r\n%b\r\n" % (len(yaml), yaml))
-    assert wire.stats(reader, b"stats\r\n")["field-99"] == "99"
+    assert wire.stats(reader, protocol.STATS)["field-99"] == "99"
 
 
 def test_memory_grows_only_as_the_body_arrives(pair: tuple[socket.socket, socket.socket]) -> None:
@@ -304,11 +305,11 @@ def test_beanstalkd_agrees_about_its_job_size_limit(asked: int, limit: BodyLimit
         socket.create_connection((server.host, server.port or 0)) as sock,
     ):
         reader = _wire(sock, 5, limit)
-        size = int(wire.stats(reader, b"stats\r\n")["max-job-size"])
+        size = int(wire.stats(reader, protocol.STATS)["max-job-size"])
     assert size == min(asked, BodyLimit().size)
 
 
-# --- Hostile bytes: only WireError, Refused or an OSError, and never a hang ------------
+# --- Hostile bytes: only ProtocolError, Refused or an OSError, and never a hang ------------
 
 # Each reader, with the status and the number of values of the reply it expects.
 _READERS: dict[str, tuple[bytes, int, Callable[[Wire], object]]] = {
@@ -316,7 +317,7 @@ _READERS: dict[str, tuple[bytes, int, Callable[[Wire], object]]] = {
     "reply_int": (b"INSERTED", 1, lambda w: w.reply_int(b"INSERTED")),
     "reserved": (b"RESERVED", 2, lambda w: w.reserved(time.monotonic() + 0.02)),
     "simple": (b"DELETED", 0, lambda w: w.simple(b"delete 1\r\n", b"DELETED")),
-    "stats": (b"OK", 1, lambda w: wire.stats(w, b"stats\r\n")),
+    "stats": (b"OK", 1, lambda w: wire.stats(w, protocol.STATS)),
 }
 _STATUSES = [b"RESERVED", b"OK", b"INSERTED", b"DELETED", b"BURIED", b"TIMED_OUT", b"-1", b""]
 _VALUES = st.one_of(
@@ -357,6 +358,6 @@ def test_any_reply_raises_only_wire_refused_or_os_errors(draw: st.DataObject) ->
         if end:
             theirs.shutdown(socket.SHUT_WR)
         started = time.monotonic()
-        with contextlib.suppress(WireError, Refused, OSError):
+        with contextlib.suppress(ProtocolError, Refused, OSError):
             read(reader)
         assert time.monotonic() - started < 1.0

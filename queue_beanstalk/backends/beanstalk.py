@@ -36,12 +36,11 @@ from ..errors import (
     PutManyError,
     QueueConnectionError,
     QueueError,
-    ServerError,
     Timeout,
 )
-from . import wire
+from . import protocol, wire
 from .connections import Connection, Pool
-from .wire import Refused, WireError
+from .protocol import Command, ProtocolError, Refused
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
@@ -60,14 +59,7 @@ DEFAULT_MAX_CONNECTIONS = 64
 T = TypeVar("T")
 
 #: What the wire and the socket layer raise; translate() maps each to a QueueError.
-LOWER_ERRORS = (Refused, WireError, OSError, ValueError)
-
-_SERVER_REFUSALS = {
-    "BURIED": "the server ran out of memory and buried the job",
-    "DRAINING": "the server is draining and takes no new jobs",
-    "OUT_OF_MEMORY": "the server is out of memory",
-    "INTERNAL_ERROR": "the server hit an internal error",
-}
+LOWER_ERRORS = (Refused, ProtocolError, OSError)
 
 # The options from_url takes, and what the text of each in a URL query becomes.
 _OPTION_KINDS: dict[str, type[int] | type[float]] = {
@@ -83,8 +75,6 @@ _OPTION_KINDS: dict[str, type[int] | type[float]] = {
 BATCH_COMMANDS = 256
 BATCH_BYTES = 1 << 20
 
-# The replies with which a reserve ends without a job, and is sent again until its deadline.
-_NO_JOB_YET = frozenset({"TIMED_OUT", "DEADLINE_SOON"})
 # Seconds a reserve waits after DEADLINE_SOON before it asks again.
 DEADLINE_SOON_PAUSE = 0.2
 
@@ -92,31 +82,17 @@ DEADLINE_SOON_PAUSE = 0.2
 def translate(exc: BaseException, address: str) -> QueueError:
     """Return the queue_beanstalk exception for a wire or socket exception.
 
-    :param exc: what the wire or the socket raised.
+    :param exc: what the wire or the socket raised (one of LOWER_ERRORS).
     :param address: the server, as ``host:port``, for the message.
     """
     if isinstance(exc, Refused):
-        if exc.status == "TIMED_OUT":
-            return Timeout(f"no message within the timeout (server {address})")
-        if exc.status == "NOT_FOUND":
-            return NotFound("the server holds no such job reserved by this connection")
-        reason = _SERVER_REFUSALS.get(exc.status)
-        if reason is not None:
-            return ServerError(reason, exc.status)
-        # BAD_FORMAT, UNKNOWN_COMMAND, EXPECTED_CRLF, NOT_IGNORED, JOB_TOO_BIG,
-        # and DEADLINE_SOON anywhere but in a reserve's reply (handled there),
-        # mean this client and the server disagree about the conversation; the
-        # connection can no longer be trusted.
-        return QueueConnectionError(f"unexpected reply {exc.status}", address)
-    if isinstance(exc, WireError):
+        return protocol.refusal_error(exc, address)
+    if isinstance(exc, ProtocolError):
         return QueueConnectionError(f"malformed reply: {exc}", address)
     if isinstance(exc, (TimeoutError, BlockingIOError)):
-        # BlockingIOError: the kernel's receive or send timeout ran out.
+        # BlockingIOError: the kernel's send timeout ran out.
         return QueueConnectionError("no reply within the socket timeout", address)
-    if isinstance(exc, OSError):
-        return QueueConnectionError(f"connection failed: {exc}", address)
-    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return QueueConnectionError(f"malformed reply ({detail})", address)
+    return QueueConnectionError(f"connection failed: {exc}", address)
 
 
 class _BeanstalkLease(Lease):
@@ -229,7 +205,7 @@ class BeanstalkBackend(Backend):
             limit = self._ask_max_job_size()
             if size > limit:
                 raise MessageTooBig(size, limit)
-        command = wire.put_command(body, priority, delay, ttr)
+        command = protocol.put(body, priority, delay, ttr)
         try:
             return self._borrow(self._put_on, tube, command, size, limit, tube=tube)
         except MessageTooBig as exc:
@@ -280,30 +256,29 @@ class BeanstalkBackend(Backend):
 
     def delete(self, lease: Lease) -> None:
         """Delete a reserved job; see :meth:`Backend.delete`."""
-        self._settle(lease, b"delete %d\r\n" % lease.job_id, b"DELETED")
+        self._settle(lease, protocol.delete(lease.job_id))
 
     def release(self, lease: Lease, *, priority: int, delay: int) -> None:
         """Release a reserved job; see :meth:`Backend.release`."""
-        command = b"release %d %d %d\r\n" % (lease.job_id, priority, delay)
-        self._settle(lease, command, b"RELEASED")
+        self._settle(lease, protocol.release(lease.job_id, priority, delay))
 
     def bury(self, lease: Lease, *, priority: int) -> None:
         """Bury a reserved job; see :meth:`Backend.bury`."""
-        self._settle(lease, b"bury %d %d\r\n" % (lease.job_id, priority), b"BURIED")
+        self._settle(lease, protocol.bury(lease.job_id, priority))
 
     def touch(self, lease: Lease) -> None:
         """Restart a reserved job's time-to-run; see :meth:`Backend.touch`."""
-        self._settle(lease, b"touch %d\r\n" % lease.job_id, b"TOUCHED", ends=False)
+        self._settle(lease, protocol.touch(lease.job_id), ends=False)
 
     def stats_job(self, job_id: int) -> JobStats:
         """Return a job's counters; see :meth:`Backend.stats_job`."""
-        command = b"stats-job %d\r\n" % job_id
-        return self._borrow(lambda conn: _job_stats(wire.stats(conn.wire, command)))
+        command = protocol.stats_job(job_id)
+        return self._borrow(lambda conn: protocol.job_stats(wire.stats(conn.wire, command)))
 
     def kick_job(self, job_id: int) -> None:
         """Make a buried or delayed job ready; see :meth:`Backend.kick_job`."""
-        command = b"kick-job %d\r\n" % job_id
-        self._borrow(lambda conn: conn.wire.simple(command, b"KICKED"))
+        data, expected = protocol.kick_job(job_id)
+        self._borrow(lambda conn: conn.wire.simple(data, expected))
 
     def max_job_size(self) -> int:
         """Return the server's ``max-job-size``, asked again after any connection was lost.
@@ -313,7 +288,7 @@ class BeanstalkBackend(Backend):
         limit = self._max_job_size
         if limit is None:
             limit = self._borrow(
-                lambda conn: _count(wire.stats(conn.wire, b"stats\r\n"), "max-job-size")
+                lambda conn: protocol.max_job_size(wire.stats(conn.wire, protocol.STATS))
             )
             self._max_job_size = self._limit.size = limit
         return limit
@@ -392,7 +367,7 @@ class BeanstalkBackend(Backend):
         # may be left unread, and the next command would read it as its own.
         self._drop(conn, exc)
 
-    def _settle(self, lease: Lease, command: bytes, expected: bytes, *, ends: bool = True) -> None:
+    def _settle(self, lease: Lease, command: Command, *, ends: bool = True) -> None:
         """Send ``command`` for ``lease`` on the connection that reserved its job."""
         if not isinstance(lease, _BeanstalkLease) or lease.backend is not self:
             raise NotFound(f"job {lease.job_id} was not reserved through this factory")
@@ -409,7 +384,7 @@ class BeanstalkBackend(Backend):
             if conn.broken:
                 raise _lost(lease)
             try:
-                self._run(conn, conn.wire.simple, command, expected)
+                self._run(conn, conn.wire.simple, *command)
             except QueueConnectionError as exc:
                 # _run dropped the connection, and the reservation with it.
                 raise _lost(lease, exc) from exc
@@ -421,12 +396,13 @@ class BeanstalkBackend(Backend):
         if ends:
             self._pool.trim()  # the settle may have freed a connection beyond max_idle
 
-    def _put_on(self, conn: Connection, tube: str, command: bytes, size: int, limit: int) -> int:
+    def _put_on(self, conn: Connection, tube: str, command: Command, size: int, limit: int) -> int:
         if conn.used != tube:
             self._use(conn, tube)
-        conn.wire.send(command)
+        data, expected = command
+        conn.wire.send(data)
         try:
-            return conn.wire.reply_int(b"INSERTED")
+            return conn.wire.reply_int(expected)
         except Refused as refused:
             outcome = self._put_refused(refused, size, limit)
             if isinstance(outcome, int):
@@ -443,8 +419,8 @@ class BeanstalkBackend(Backend):
         ``JOB_TOO_BIG``: the server's limit is below ``limit``, the one known
         (the caller asks the server's own once its connection is back).
         """
-        if refused.status == "BURIED" and len(refused.values) == 1:
-            job_id = wire.number(refused.values[0])
+        job_id = refused.stored_id
+        if job_id is not None:
             logger.warning(
                 "server %s stored job %d but buried it: it is out of memory (kick the job "
                 "once it has memory again)",
@@ -452,14 +428,16 @@ class BeanstalkBackend(Backend):
                 job_id,
             )
             return job_id
-        if refused.status == "JOB_TOO_BIG":
+        if refused.too_big:
             self._max_job_size = None
             return MessageTooBig(size, limit)
-        return translate(refused, self.address)
+        return protocol.refusal_error(refused, self.address)
 
     def _use(self, conn: Connection, tube: str) -> None:
         """Make ``conn`` put into ``tube``; callers check ``conn.used`` first."""
-        wire.use(conn.wire, tube)
+        data, expected = protocol.use(tube)
+        conn.wire.send(data)
+        conn.wire.reply(expected, 1)
         conn.used = tube
 
     def _put_many_on(
@@ -471,7 +449,7 @@ class BeanstalkBackend(Backend):
         ids = done.ids
         while len(ids) < len(bodies):
             start = len(ids)
-            end, batch = _batch(bodies, start, *done.options)
+            end, batch, done.expected = _batch(bodies, start, *done.options)
             done.sent = True
             self._put_batch(conn, batch, [len(body) for body in bodies[start:end]], done)
 
@@ -481,7 +459,7 @@ class BeanstalkBackend(Backend):
         ids = done.ids
         for size in sizes:
             try:
-                ids.append(conn.wire.reply_int(b"INSERTED"))
+                ids.append(conn.wire.reply_int(done.expected))
             except Refused as refused:
                 outcome = self._put_refused(refused, size, done.limit)
                 if isinstance(outcome, QueueConnectionError):
@@ -497,7 +475,7 @@ class BeanstalkBackend(Backend):
         if conn.watched_for is not tubes:
             self._watch(conn, tubes)
         seconds = math.ceil(timeout)
-        conn.wire.send(wire.reserve_command(seconds))
+        conn.wire.send(protocol.reserve(seconds)[0])
         return self._await_job(conn, tubes, time.monotonic() + timeout, seconds)
 
     def _await_job(
@@ -521,10 +499,10 @@ class BeanstalkBackend(Backend):
                 job_id, body = conn.wire.reserved(time.monotonic() + seconds + self._timeout)
                 return self._lease_reserved(conn, tubes, job_id, body)
             except Refused as refused:
-                if refused.status not in _NO_JOB_YET:
+                if not refused.no_job_yet:
                     raise
                 now = time.monotonic()
-                if refused.status == "DEADLINE_SOON" and now < deadline:
+                if refused.deadline_soon and now < deadline:
                     # Unlocked meanwhile, so that the job can be settled (or
                     # touched) on this very connection by whoever holds it.
                     conn.lock.release()
@@ -536,7 +514,7 @@ class BeanstalkBackend(Backend):
                 if now >= deadline:
                     raise Timeout(f"no message on {', '.join(tubes)} by the timeout") from None
                 seconds = math.ceil(deadline - now)
-            conn.wire.send(wire.reserve_command(seconds))
+            conn.wire.send(protocol.reserve(seconds)[0])
 
     def _lease_reserved(
         self, conn: Connection, tubes: Sequence[str], job_id: int, body: bytes
@@ -544,7 +522,7 @@ class BeanstalkBackend(Backend):
         if len(tubes) == 1:
             tube = tubes[0]
         else:  # the RESERVED reply does not say which tube the job came from
-            tube = _field(wire.stats(conn.wire, b"stats-job %d\r\n" % job_id), "tube")
+            tube = protocol.field(wire.stats(conn.wire, protocol.stats_job(job_id)), "tube")
         lease = _BeanstalkLease(job_id, tube, conn, self)
         conn.hold(lease)
         return Reserved(job_id, body, tube, lease)
@@ -555,16 +533,18 @@ class BeanstalkBackend(Backend):
         ``conn.watched`` follows each command that succeeded, so a refusal part
         way leaves it true to what the server knows of the connection.
         """
-        watching = frozenset(tubes)
+        to_watch, to_ignore = protocol.watch_plan(conn.watched, tubes)
         current = set(conn.watched)
         try:
-            # Watch first: beanstalkd refuses to ignore a connection's last tube.
-            for tube in tubes:
-                if tube not in current:
-                    wire.watch(conn.wire, tube)
-                    current.add(tube)
-            for tube in sorted(current - watching):
-                wire.ignore(conn.wire, tube)
+            for tube in to_watch:
+                data, expected = protocol.watch(tube)
+                conn.wire.send(data)
+                conn.wire.reply_int(expected)
+                current.add(tube)
+            for tube in to_ignore:
+                data, expected = protocol.ignore(tube)
+                conn.wire.send(data)
+                conn.wire.reply_int(expected)
                 current.discard(tube)
         finally:
             conn.watched = frozenset(current)
@@ -661,16 +641,17 @@ class _BeanstalkConsumer(Consumer):
         """
         if conn.watched_for is not self._tubes:
             self._backend._watch(conn, self._tubes)
-        conn.wire.send(b"delete %d\r\n%b" % (lease.job_id, wire.reserve_command(seconds)))
+        data, expected = protocol.delete_then_reserve(lease.job_id, seconds)
+        conn.wire.send(data)
         try:
-            conn.wire.reply(b"DELETED", 0)
+            conn.wire.reply(expected, 0)
             return True
         except Refused as refused:
-            if refused.status == "NOT_FOUND":
+            if refused.not_found:
                 return False
             # The reserve's reply is still to come: to anyone else the stream is
             # out of step, so the connection must go (the job goes back).
-            raise WireError(
+            raise ProtocolError(
                 f"delete refused with {refused.status} while a reserve was pending"
             ) from refused
         finally:
@@ -736,7 +717,7 @@ class _BeanstalkConsumer(Consumer):
 class _PutMany:
     """What a put_many has done so far: ids (None where refused), errors by position."""
 
-    __slots__ = ("errors", "ids", "limit", "options", "sent")
+    __slots__ = ("errors", "expected", "ids", "limit", "options", "sent")
 
     def __init__(self, options: tuple[int, int, int], limit: int) -> None:
         #: priority, delay and ttr of every put.
@@ -747,6 +728,8 @@ class _PutMany:
         self.errors: dict[int, QueueError] = {}
         #: Whether any put went out (and so may have been stored).
         self.sent = False
+        #: The status word that answers a put.
+        self.expected = b""
 
 
 class _Backoff:
@@ -772,17 +755,18 @@ class _Backoff:
 
 def _batch(
     bodies: Sequence[bytes], start: int, priority: int, delay: int, ttr: int
-) -> tuple[int, bytes]:
-    """Return the end of the batch starting at ``start`` and its put commands, joined."""
+) -> tuple[int, bytes, bytes]:
+    """Return the end of the batch starting at ``start``, its puts joined, and their reply."""
     commands: list[bytes] = []
     size = 0
     end = start
+    expected = b""
     while end < len(bodies) and len(commands) < BATCH_COMMANDS and size < BATCH_BYTES:
-        command = wire.put_command(bodies[end], priority, delay, ttr)
+        command, expected = protocol.put(bodies[end], priority, delay, ttr)
         commands.append(command)
         size += len(command)
         end += 1
-    return end, b"".join(commands)
+    return end, b"".join(commands), expected
 
 
 def _lost(lease: Lease, cause: QueueConnectionError | None = None) -> NotFound:
@@ -791,32 +775,4 @@ def _lost(lease: Lease, cause: QueueConnectionError | None = None) -> NotFound:
     return NotFound(
         f"job {lease.job_id}'s reservation was lost with its connection{detail}; "
         "the server hands the job out again"
-    )
-
-
-def _field(stats: Mapping[str, str], key: str) -> str:
-    try:
-        return stats[key]
-    except KeyError:
-        raise WireError(f"stats reply without {key!r}") from None
-
-
-def _count(stats: Mapping[str, str], key: str) -> int:
-    return wire.number(_field(stats, key).encode("ascii", "replace"))
-
-
-def _job_stats(stats: Mapping[str, str]) -> JobStats:
-    """Return a stats-job reply as JobStats."""
-    return JobStats(
-        id=_count(stats, "id"),
-        tube=_field(stats, "tube"),
-        state=_field(stats, "state"),
-        priority=_count(stats, "pri"),
-        age=_count(stats, "age"),
-        ttr=_count(stats, "ttr"),
-        reserves=_count(stats, "reserves"),
-        timeouts=_count(stats, "timeouts"),
-        releases=_count(stats, "releases"),
-        buries=_count(stats, "buries"),
-        kicks=_count(stats, "kicks"),
     )

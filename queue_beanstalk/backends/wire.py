@@ -1,13 +1,15 @@
-"""beanstalkd's wire protocol: commands out, replies in, every reply checked.
+"""The blocking transport of beanstalkd's protocol: commands out, replies in, checked.
 
-A :class:`Wire` owns one connected socket and a receive buffer. ``send`` may
-write many commands at once; their replies are then read in order, which is
-how pipelining works: one write and one wait for a whole batch instead of a
-round trip per command. Replies are checked with explicit tests, never
-``assert`` (gone under ``python -O``): a line longer than any the server
-sends, a status the command cannot get, a value that is not a number of at
-most 20 digits, a data block larger than the :class:`BodyLimit` allows or
-without its CRLF all raise :class:`WireError`; the end of the stream raises
+The commands themselves, the statuses and what they mean are
+:mod:`.protocol`'s, which does no I/O. A :class:`Wire` owns one connected
+socket and a receive buffer. ``send`` may write many commands at once; their
+replies are then read in order, which is how pipelining works: one write and
+one wait for a whole batch instead of a round trip per command. Replies are
+checked with explicit tests, never ``assert`` (gone under ``python -O``): a
+line longer than any the server sends, a status the command cannot get, a
+value that is not a number of at most 20 digits, a data block larger than the
+:class:`BodyLimit` allows or without its CRLF all raise
+:class:`~.protocol.ProtocolError`; the end of the stream raises
 ``ConnectionError``. The connection must then be dropped, since the stream
 can no longer be trusted.
 
@@ -16,15 +18,11 @@ read (a reserve's, of when it began to arrive), or ``TimeoutError``: a server
 that trickles bytes cannot hold a command for longer. A data block is
 received in pieces of at most :data:`MAX_RECEIVE` bytes, so the memory it
 takes grows only as it arrives, whatever size the reply announced. Whatever
-bytes come, reading a reply raises nothing but :class:`WireError`,
-:class:`Refused` and ``OSError`` (``ConnectionError``, ``TimeoutError``).
+bytes come, reading a reply raises nothing but ``ProtocolError``, ``Refused``
+and ``OSError`` (``ConnectionError``, ``TimeoutError``).
 
-The replies on every job's path (a reserve's, and the one word that answers
-delete, release, bury and touch) are read by methods of ``Wire``; the
-functions below are the other commands, one each: each sends it and reads its
-reply. ``Wire`` and these functions are not thread-safe; the backend holds a
-lock per connection. A :class:`BodyLimit` may be read and lowered from any
-thread.
+``Wire`` and :func:`stats` are not thread-safe; the backend holds a lock per
+connection. A :class:`BodyLimit` may be read and lowered from any thread.
 """
 
 from __future__ import annotations
@@ -34,39 +32,17 @@ import select
 import socket
 import time
 
-__all__ = [
-    "ERROR_STATUSES",
-    "MAX_BODY",
-    "BodyLimit",
-    "Refused",
-    "Wire",
-    "WireError",
-    "ignore",
-    "number",
-    "put_command",
-    "reserve_command",
-    "stats",
-    "use",
-    "watch",
-]
-
-#: Statuses with which beanstalkd refuses a command (protocol.txt), as bytes.
-ERROR_STATUSES = frozenset(
-    {
-        b"BAD_FORMAT",
-        b"BURIED",
-        b"DEADLINE_SOON",
-        b"DRAINING",
-        b"EXPECTED_CRLF",
-        b"INTERNAL_ERROR",
-        b"JOB_TOO_BIG",
-        b"NOT_FOUND",
-        b"NOT_IGNORED",
-        b"OUT_OF_MEMORY",
-        b"TIMED_OUT",
-        b"UNKNOWN_COMMAND",
-    }
+from .protocol import (
+    ERROR_STATUSES,
+    MAX_DIGITS,
+    Command,
+    ProtocolError,
+    Refused,
+    number,
+    parse_stats,
 )
+
+__all__ = ["MAX_BODY", "BodyLimit", "Wire", "stats"]
 
 # The longest line beanstalkd sends is "USING <200-byte name>"; a line much
 # longer, with its CRLF or still without, is not beanstalkd talking.
@@ -83,24 +59,7 @@ MAX_BODY = 1_073_741_824
 # A stats reply is read up to this size whatever the job size limit: a server
 # run with a small -z must still be able to say so (its stats take ~1 kB).
 MAX_STATS = 65536
-# The longest number in a reply: beanstalkd's are 64-bit, 20 digits at most.
-MAX_DIGITS = 20
 _EOF = "the server closed the connection (unexpected EOF)"
-
-
-class WireError(Exception):
-    """The server's reply breaks the protocol; the connection cannot be trusted."""
-
-
-class Refused(Exception):
-    """The server answered a command with one of its error statuses."""
-
-    def __init__(self, status: str, values: list[bytes]) -> None:
-        super().__init__(status)
-        #: The status word, e.g. ``"NOT_FOUND"`` or ``"JOB_TOO_BIG"``.
-        self.status = status
-        #: What followed the status on the line (``BURIED`` on a put carries the id).
-        self.values = values
 
 
 class BodyLimit:
@@ -202,7 +161,7 @@ class Wire:
         :raises TimeoutError: when no reply started to arrive by ``deadline``,
             or it did not arrive whole within the wire's ``timeout`` of its start.
         :raises Refused: for one of beanstalkd's error statuses.
-        :raises WireError: for anything else, or a body over the limit.
+        :raises ProtocolError: for anything else, or a body over the limit.
         :raises ConnectionError: at the end of the stream.
         """
         self.wait(deadline)
@@ -225,7 +184,7 @@ class Wire:
         """Send a command whose reply is one word (``DELETED``, ``RELEASED`` ...) and read it.
 
         :raises Refused: for one of beanstalkd's error statuses.
-        :raises WireError: for any other reply.
+        :raises ProtocolError: for any other reply.
         :raises TimeoutError: when the reply is not whole within ``timeout``.
         :raises ConnectionError: at the end of the stream.
         """
@@ -238,7 +197,7 @@ class Wire:
         """Read one reply line; return its ``count`` values when its status is ``expected``.
 
         :raises Refused: for one of beanstalkd's error statuses.
-        :raises WireError: for anything else, or the wrong number of values.
+        :raises ProtocolError: for anything else, or the wrong number of values.
         :raises TimeoutError: when the line is not whole within ``timeout``.
         :raises ConnectionError: at the end of the stream.
         """
@@ -250,7 +209,7 @@ class Wire:
     def reply_int(self, expected: bytes) -> int:
         """Read a reply carrying one number (``INSERTED <id>``, ``WATCHING <count>``).
 
-        Raises as :meth:`reply` does, and WireError when the value is not a number.
+        Raises as :meth:`reply` does, and ProtocolError when the value is not a number.
         """
         line = self._line()
         status, _, value = line.partition(b" ")
@@ -263,11 +222,11 @@ class Wire:
         status, *values = line.split(b" ")
         if status == expected:
             if len(values) != count:
-                raise WireError(f"{expected.decode()} with {len(values)} values, not {count}")
+                raise ProtocolError(f"{expected.decode()} with {len(values)} values, not {count}")
             return values
         if status in ERROR_STATUSES:
             raise Refused(status.decode("ascii"), values)
-        raise WireError(f"unexpected reply {status[:40]!r}")
+        raise ProtocolError(f"unexpected reply {status[:40]!r}")
 
     def body(self, size: int, floor: int = 0) -> bytes:
         """Read a reply's data block of ``size`` bytes and the CRLF after it.
@@ -277,13 +236,13 @@ class Wire:
 
         :param size: the size the reply announced.
         :param floor: a size accepted whatever ``limit`` says (a stats reply's).
-        :raises WireError: when ``size`` is over ``limit.size`` (and ``floor``),
+        :raises ProtocolError: when ``size`` is over ``limit.size`` (and ``floor``),
             or the block is not followed by CRLF.
         :raises TimeoutError: when the block is not whole within the reply's time.
         :raises ConnectionError: at the end of the stream.
         """
         if size > self.limit.size and size > floor:
-            raise WireError(
+            raise ProtocolError(
                 f"the reply announces a {size}-byte data block, over the limit of "
                 f"{max(self.limit.size, floor)} bytes"
             )
@@ -294,7 +253,7 @@ class Wire:
             start, end = 0, size
         data = self._data
         if data[end : end + 2] != b"\r\n":
-            raise WireError("data block not followed by CRLF")
+            raise ProtocolError("data block not followed by CRLF")
         if end + 2 == len(data):  # all read: an idle connection keeps no body
             self._data, self._start = b"", 0
         else:
@@ -311,7 +270,7 @@ class Wire:
             data, start = self._data, 0
             end = data.find(b"\r\n")
         if end < 0 or end - start > MAX_LINE:
-            raise WireError(f"reply line longer than {MAX_LINE} bytes")
+            raise ProtocolError(f"reply line longer than {MAX_LINE} bytes")
         self._start = end + 2
         return data[start:end]
 
@@ -359,56 +318,13 @@ class Wire:
                 return
 
 
-def number(value: bytes) -> int:
-    """Return a reply value (ASCII digits, at most 20) as an int, or raise WireError."""
-    if not value.isdigit() or len(value) > MAX_DIGITS:
-        raise WireError(f"expected a number of at most {MAX_DIGITS} digits, got {value[:40]!r}")
-    return int(value)
-
-
-def put_command(body: bytes, priority: int, delay: int, ttr: int) -> bytes:
-    """Return the bytes of a ``put`` command carrying ``body``."""
-    return b"put %d %d %d %d\r\n%b\r\n" % (priority, delay, ttr, len(body), body)
-
-
-def use(wire: Wire, tube: str) -> None:
-    """Make ``tube`` the one puts go to."""
-    wire.send(b"use %b\r\n" % tube.encode("ascii"))
-    wire.reply(b"USING", 1)
-
-
-def watch(wire: Wire, tube: str) -> None:
-    """Add ``tube`` to the tubes reserves take from."""
-    wire.send(b"watch %b\r\n" % tube.encode("ascii"))
-    wire.reply_int(b"WATCHING")
-
-
-def ignore(wire: Wire, tube: str) -> None:
-    """Remove ``tube`` from the tubes reserves take from."""
-    wire.send(b"ignore %b\r\n" % tube.encode("ascii"))
-    wire.reply_int(b"WATCHING")
-
-
-def reserve_command(seconds: int) -> bytes:
-    """Return the bytes of a ``reserve-with-timeout`` command."""
-    return b"reserve-with-timeout %d\r\n" % seconds
-
-
-def stats(wire: Wire, command: bytes) -> dict[str, str]:
+def stats(wire: Wire, command: Command) -> dict[str, str]:
     """Send ``stats`` or ``stats-job <id>`` and return the reply's YAML mapping.
 
-    Raises as :meth:`Wire.reply` and :meth:`Wire.body` do, and WireError when
-    the mapping is malformed.
+    Raises as :meth:`Wire.reply` and :meth:`Wire.body` do, and ProtocolError
+    when the mapping is malformed.
     """
-    wire.send(command)
-    size = number(wire.reply(b"OK", 1)[0])
-    text = wire.body(size, MAX_STATS).decode("ascii", "replace")
-    if not text.startswith("---\n"):
-        raise WireError("stats reply does not start with ---")
-    fields: dict[str, str] = {}
-    for line in text[4:].splitlines():
-        key, sep, value = line.partition(": ")
-        if not sep:
-            raise WireError(f"stats line without a value: {line[:40]!r}")
-        fields[key] = value.strip('"')
-    return fields
+    data, expected = command
+    wire.send(data)
+    size = number(wire.reply(expected, 1)[0])
+    return parse_stats(wire.body(size, MAX_STATS))

@@ -1,0 +1,286 @@
+"""beanstalkd's protocol without I/O: commands as bytes, statuses, stats, the watch list.
+
+Nothing here touches a socket or a clock, so it serves any transport: the
+blocking one in :mod:`.wire`, and later an asyncio one. Each builder returns a
+command's bytes and the status word that answers it when it succeeds (a
+:data:`Command`); what a status means for the library (a refusal that is no
+failure, a job stored although refused, an error to raise) is decided here, so
+the backends hold no byte literal and no status string. Errors raised here are
+this module's own (:class:`ProtocolError`, :class:`Refused`), never a builtin
+a programming error could also raise.
+
+Not yet here (issue 16): the reading of replies, which :class:`.wire.Wire`
+still does on its receive buffer. An asyncio transport will need it here, as a
+buffer fed with bytes that returns the next reply or "need more data".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from ..backend import JobStats
+from ..errors import NotFound, QueueConnectionError, QueueError, ServerError, Timeout
+
+__all__ = [
+    "ERROR_STATUSES",
+    "MAX_DIGITS",
+    "STATS",
+    "Command",
+    "ProtocolError",
+    "Refused",
+    "bury",
+    "delete",
+    "delete_then_reserve",
+    "field",
+    "ignore",
+    "job_stats",
+    "kick_job",
+    "max_job_size",
+    "number",
+    "parse_stats",
+    "put",
+    "refusal_error",
+    "release",
+    "reserve",
+    "stats_job",
+    "touch",
+    "use",
+    "watch",
+    "watch_plan",
+]
+
+#: A command's bytes, and the status word that answers it when it succeeds.
+Command = tuple[bytes, bytes]
+
+#: Statuses with which beanstalkd refuses a command (protocol.txt), as bytes.
+ERROR_STATUSES = frozenset(
+    {
+        b"BAD_FORMAT",
+        b"BURIED",
+        b"DEADLINE_SOON",
+        b"DRAINING",
+        b"EXPECTED_CRLF",
+        b"INTERNAL_ERROR",
+        b"JOB_TOO_BIG",
+        b"NOT_FOUND",
+        b"NOT_IGNORED",
+        b"OUT_OF_MEMORY",
+        b"TIMED_OUT",
+        b"UNKNOWN_COMMAND",
+    }
+)
+
+# The longest number in a reply: beanstalkd's are 64-bit, 20 digits at most.
+MAX_DIGITS = 20
+
+# Refusals that are the server's own trouble: the command was well formed.
+_SERVER_REFUSALS = {
+    "BURIED": "the server ran out of memory and buried the job",
+    "DRAINING": "the server is draining and takes no new jobs",
+    "OUT_OF_MEMORY": "the server is out of memory",
+    "INTERNAL_ERROR": "the server hit an internal error",
+}
+
+
+class ProtocolError(Exception):
+    """The server's reply breaks the protocol; the connection cannot be trusted."""
+
+
+class Refused(Exception):
+    """The server answered a command with one of its error statuses."""
+
+    def __init__(self, status: str, values: list[bytes]) -> None:
+        super().__init__(status)
+        #: The status word, e.g. ``"NOT_FOUND"`` or ``"JOB_TOO_BIG"``.
+        self.status = status
+        #: What followed the status on the line (``BURIED`` on a put carries the id).
+        self.values = values
+
+    @property
+    def not_found(self) -> bool:
+        """Whether the job is not there (or not reserved by this connection)."""
+        return self.status == "NOT_FOUND"
+
+    @property
+    def too_big(self) -> bool:
+        """Whether a put's body was over the server's ``max-job-size``."""
+        return self.status == "JOB_TOO_BIG"
+
+    @property
+    def no_job_yet(self) -> bool:
+        """Whether a reserve ended without a job and may be sent again.
+
+        ``TIMED_OUT``, or ``DEADLINE_SOON``: nothing is ready, and a job this
+        connection holds is in the last second of its time-to-run.
+        """
+        return self.status in ("TIMED_OUT", "DEADLINE_SOON")
+
+    @property
+    def deadline_soon(self) -> bool:
+        """Whether a reserve was cut short by a job of its connection about to run out."""
+        return self.status == "DEADLINE_SOON"
+
+    @property
+    def stored_id(self) -> int | None:
+        """The id of a job a put stored all the same (``BURIED <id>``: out of memory), or None."""
+        if self.status == "BURIED" and len(self.values) == 1:
+            return number(self.values[0])
+        return None
+
+
+def refusal_error(refused: Refused, address: str) -> QueueError:
+    """Return the queue_beanstalk exception for a refusal of ``address``'s server.
+
+    A refusal that means the client and the server disagree about the
+    conversation (BAD_FORMAT, UNKNOWN_COMMAND, EXPECTED_CRLF, NOT_IGNORED,
+    JOB_TOO_BIG, and DEADLINE_SOON anywhere but in a reserve's reply) is a
+    :class:`QueueConnectionError`: the connection can no longer be trusted.
+    """
+    if refused.status == "TIMED_OUT":
+        return Timeout(f"no message within the timeout (server {address})")
+    if refused.not_found:
+        return NotFound("the server holds no such job reserved by this connection")
+    reason = _SERVER_REFUSALS.get(refused.status)
+    if reason is not None:
+        return ServerError(reason, refused.status)
+    return QueueConnectionError(f"unexpected reply {refused.status}", address)
+
+
+def number(value: bytes) -> int:
+    """Return a reply value (ASCII digits, at most 20) as an int, or raise ProtocolError."""
+    if not value.isdigit() or len(value) > MAX_DIGITS:
+        raise ProtocolError(f"expected a number of at most {MAX_DIGITS} digits, got {value[:40]!r}")
+    return int(value)
+
+
+# Commands. Names are checked before they come here (checks.check_name), so
+# none can carry a CRLF and a second command.
+
+
+def put(body: bytes, priority: int, delay: int, ttr: int) -> Command:
+    """Return a ``put`` carrying ``body``."""
+    return b"put %d %d %d %d\r\n%b\r\n" % (priority, delay, ttr, len(body), body), b"INSERTED"
+
+
+def reserve(seconds: int) -> Command:
+    """Return a ``reserve-with-timeout``."""
+    return b"reserve-with-timeout %d\r\n" % seconds, b"RESERVED"
+
+
+def delete(job_id: int) -> Command:
+    """Return a ``delete``."""
+    return b"delete %d\r\n" % job_id, b"DELETED"
+
+
+def delete_then_reserve(job_id: int, seconds: int) -> Command:
+    """Return a ``delete`` and a ``reserve-with-timeout`` for one write, and the delete's reply.
+
+    The reserve's reply follows the delete's, as for :func:`reserve`.
+    """
+    return b"delete %d\r\nreserve-with-timeout %d\r\n" % (job_id, seconds), b"DELETED"
+
+
+def release(job_id: int, priority: int, delay: int) -> Command:
+    """Return a ``release``."""
+    return b"release %d %d %d\r\n" % (job_id, priority, delay), b"RELEASED"
+
+
+def bury(job_id: int, priority: int) -> Command:
+    """Return a ``bury``."""
+    return b"bury %d %d\r\n" % (job_id, priority), b"BURIED"
+
+
+def touch(job_id: int) -> Command:
+    """Return a ``touch``."""
+    return b"touch %d\r\n" % job_id, b"TOUCHED"
+
+
+def kick_job(job_id: int) -> Command:
+    """Return a ``kick-job``."""
+    return b"kick-job %d\r\n" % job_id, b"KICKED"
+
+
+def stats_job(job_id: int) -> Command:
+    """Return a ``stats-job``: its reply is ``OK <size>`` and a YAML body."""
+    return b"stats-job %d\r\n" % job_id, b"OK"
+
+
+#: The server's ``stats``: its reply is ``OK <size>`` and a YAML body.
+STATS: Command = (b"stats\r\n", b"OK")
+
+
+def use(tube: str) -> Command:
+    """Return a ``use``: puts then go to ``tube``."""
+    return b"use %b\r\n" % tube.encode("ascii"), b"USING"
+
+
+def watch(tube: str) -> Command:
+    """Return a ``watch``: reserves then take from ``tube`` too."""
+    return b"watch %b\r\n" % tube.encode("ascii"), b"WATCHING"
+
+
+def ignore(tube: str) -> Command:
+    """Return an ``ignore``: reserves no longer take from ``tube``."""
+    return b"ignore %b\r\n" % tube.encode("ascii"), b"WATCHING"
+
+
+def watch_plan(watched: Iterable[str], tubes: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Return the tubes to watch, then to ignore, for a connection watching ``watched``.
+
+    Watches come first, in the order given: beanstalkd refuses to ignore a
+    connection's last tube.
+    """
+    current = set(watched)
+    wanted = list(dict.fromkeys(tubes))
+    return [tube for tube in wanted if tube not in current], sorted(current - set(wanted))
+
+
+# Stats.
+
+
+def parse_stats(body: bytes) -> dict[str, str]:
+    """Return the YAML mapping of a ``stats`` or ``stats-job`` reply's body."""
+    text = body.decode("ascii", "replace")
+    if not text.startswith("---\n"):
+        raise ProtocolError("stats reply does not start with ---")
+    fields: dict[str, str] = {}
+    for line in text[4:].splitlines():
+        key, sep, value = line.partition(": ")
+        if not sep:
+            raise ProtocolError(f"stats line without a value: {line[:40]!r}")
+        fields[key] = value.strip('"')
+    return fields
+
+
+def field(stats: Mapping[str, str], key: str) -> str:
+    """Return one field of a stats mapping, or raise ProtocolError."""
+    try:
+        return stats[key]
+    except KeyError:
+        raise ProtocolError(f"stats reply without {key!r}") from None
+
+
+def _count(stats: Mapping[str, str], key: str) -> int:
+    return number(field(stats, key).encode("ascii", "replace"))
+
+
+def max_job_size(stats: Mapping[str, str]) -> int:
+    """Return the ``max-job-size`` of a ``stats`` reply."""
+    return _count(stats, "max-job-size")
+
+
+def job_stats(stats: Mapping[str, str]) -> JobStats:
+    """Return a ``stats-job`` reply as JobStats."""
+    return JobStats(
+        id=_count(stats, "id"),
+        tube=field(stats, "tube"),
+        state=field(stats, "state"),
+        priority=_count(stats, "pri"),
+        age=_count(stats, "age"),
+        ttr=_count(stats, "ttr"),
+        reserves=_count(stats, "reserves"),
+        timeouts=_count(stats, "timeouts"),
+        releases=_count(stats, "releases"),
+        buries=_count(stats, "buries"),
+        kicks=_count(stats, "kicks"),
+    )
