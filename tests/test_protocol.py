@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import ast
 import inspect
+import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from queue_beanstalk import NotFound, QueueConnectionError, ServerError, Timeout
 from queue_beanstalk.backends import protocol
@@ -128,3 +131,98 @@ def test_what_a_refusal_means_for_the_library() -> None:
 def test_a_number_is_ascii_digits_at_most_twenty(value: bytes) -> None:
     with pytest.raises(ProtocolError):
         protocol.number(value)
+
+
+# Reading replies, fed byte by byte: no socket, no thread (h11's tests/test_io.py).
+
+
+def test_a_line_comes_whole_only_with_its_crlf() -> None:
+    reader = protocol.ReplyReader()
+    for byte in b"INSERTED 5\r":
+        reader.feed(bytes([byte]))
+        assert reader.line() is None
+    reader.feed(b"\n")
+    assert reader.line() == b"INSERTED 5"
+    assert reader.unread == 0
+
+
+def test_a_reserve_reply_fed_byte_by_byte() -> None:
+    reply = b'RESERVED 7 24\r\n{"action":"a","args":[]}\r\n'
+    reader = protocol.ReplyReader()
+    line = None
+    for index, byte in enumerate(reply):
+        reader.feed(bytes([byte]))
+        line = reader.line()
+        if line is not None:
+            rest = reply[index + 1 :]
+            break
+    assert line is not None
+    job_id, size = protocol.reserved(line)
+    assert (job_id, size) == (7, 24)
+    for byte in rest[:-1]:
+        reader.feed(bytes([byte]))
+        assert reader.block(size) is None
+    reader.feed(rest[-1:])
+    assert reader.block(size) == b'{"action":"a","args":[]}'
+    assert reader.unread == 0
+
+
+def test_pipelined_replies_in_one_feed_are_read_in_order() -> None:
+    reader = protocol.ReplyReader()
+    reader.feed(b"INSERTED 1\r\nINSERTED 2\r\nDELETED\r\nOK 5\r\n---\na\r\nTIMED_OUT\r\n")
+    assert protocol.reply_number(reader.line() or b"", b"INSERTED") == 1
+    assert protocol.reply_number(reader.line() or b"", b"INSERTED") == 2
+    assert protocol.reply_values(reader.line() or b"", b"DELETED", 0) == []
+    size = protocol.number(protocol.reply_values(reader.line() or b"", b"OK", 1)[0])
+    assert reader.block(size) == b"---\na"
+    with pytest.raises(Refused) as refused:
+        protocol.reserved(reader.line() or b"")
+    assert refused.value.no_job_yet
+    assert reader.line() is None
+
+
+def test_the_end_of_the_stream_mid_reply_is_a_protocol_error() -> None:
+    reader = protocol.ReplyReader()
+    reader.feed(b"INSERTED")
+    assert reader.line() is None
+    reader.feed(b"")
+    with pytest.raises(ProtocolError, match="ended"):
+        reader.line()
+    reader = protocol.ReplyReader()
+    reader.feed(b"abc")
+    reader.feed(b"")
+    with pytest.raises(ProtocolError, match="ended"):
+        reader.block(10)
+
+
+def test_a_line_longer_than_beanstalkd_sends_is_refused_early() -> None:
+    reader = protocol.ReplyReader()
+    reader.feed(b"X" * (protocol.MAX_LINE + 1))
+    with pytest.raises(ProtocolError, match="longer"):
+        reader.line()
+
+
+def test_a_block_without_its_crlf_is_refused() -> None:
+    reader = protocol.ReplyReader()
+    reader.feed(b"abcXY")
+    with pytest.raises(ProtocolError, match="CRLF"):
+        reader.block(3)
+
+
+@given(data=st.binary(max_size=200), cuts=st.lists(st.integers(0, 200), max_size=10))
+@settings(max_examples=300, deadline=None)
+def test_any_bytes_in_any_pieces_raise_only_protocol_errors(data: bytes, cuts: list[int]) -> None:
+    reader = protocol.ReplyReader()
+    bounds = sorted({0, len(data), *(cut for cut in cuts if cut <= len(data))})
+    for start, end in itertools.pairwise(bounds):
+        reader.feed(data[start:end])
+    reader.feed(b"")
+    try:
+        while (line := reader.line()) is not None:
+            try:
+                _, size = protocol.reserved(line)
+            except Refused:
+                continue
+            reader.block(size)
+    except ProtocolError:
+        pass

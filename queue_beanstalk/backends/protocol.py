@@ -9,9 +9,19 @@ the backends hold no byte literal and no status string. Errors raised here are
 this module's own (:class:`ProtocolError`, :class:`Refused`), never a builtin
 a programming error could also raise.
 
-Not yet here (issue 16): the reading of replies, which :class:`.wire.Wire`
-still does on its receive buffer. An asyncio transport will need it here, as a
-buffer fed with bytes that returns the next reply or "need more data".
+Replies are read by a :class:`ReplyReader`, fed the bytes a transport
+received; it hands back the next line or data block, or None for "need more
+data". The parsers below then check a line against the status it should have.
+An asyncio transport is a read loop over the same core, sketched::
+
+    class BeanstalkProtocol(asyncio.Protocol):
+        def data_received(self, data):
+            self.reader.feed(data)
+            while self.waiting and (reply := self.try_reply()) is not None:
+                self.waiting.popleft().set_result(reply)  # in the order sent
+
+        def eof_received(self):
+            self.reader.feed(b"")  # a reply cut short now raises ProtocolError
 """
 
 from __future__ import annotations
@@ -24,10 +34,12 @@ from ..errors import NotFound, QueueConnectionError, QueueError, ServerError, Ti
 __all__ = [
     "ERROR_STATUSES",
     "MAX_DIGITS",
+    "MAX_LINE",
     "STATS",
     "Command",
     "ProtocolError",
     "Refused",
+    "ReplyReader",
     "bury",
     "delete",
     "delete_then_reserve",
@@ -41,7 +53,10 @@ __all__ = [
     "put",
     "refusal_error",
     "release",
+    "reply_number",
+    "reply_values",
     "reserve",
+    "reserved",
     "stats_job",
     "touch",
     "use",
@@ -72,6 +87,9 @@ ERROR_STATUSES = frozenset(
 
 # The longest number in a reply: beanstalkd's are 64-bit, 20 digits at most.
 MAX_DIGITS = 20
+# The longest line beanstalkd sends is "USING <200-byte name>"; a line much
+# longer, with its CRLF or still without, is not beanstalkd talking.
+MAX_LINE = 1024
 
 # Refusals that are the server's own trouble: the command was well formed.
 _SERVER_REFUSALS = {
@@ -151,6 +169,146 @@ def number(value: bytes) -> int:
     if not value.isdigit() or len(value) > MAX_DIGITS:
         raise ProtocolError(f"expected a number of at most {MAX_DIGITS} digits, got {value[:40]!r}")
     return int(value)
+
+
+# Reading replies.
+
+
+class ReplyReader:
+    """Replies as they arrive, without I/O: fed bytes, it hands back lines and data blocks.
+
+    :meth:`feed` adds what a transport received; :meth:`line` and
+    :meth:`block` return the next line (without its CRLF) or data block, or
+    None while more is needed. Usually a receive brings whole replies, read in
+    place and never copied; bytes that come in pieces are joined once, when
+    enough have come. Not thread-safe: one per connection, used under its lock.
+    """
+
+    __slots__ = ("_data", "_ended", "_parts", "_start", "unread")
+
+    def __init__(self) -> None:
+        # What was received and not yet read is _data[_start:], then _parts.
+        self._data = b""
+        self._start = 0
+        self._parts: list[bytes] = []
+        self._ended = False
+        #: How many bytes were fed and not yet read (an attribute: a transport
+        #: reads it before every reply).
+        self.unread = 0
+
+    def feed(self, data: bytes) -> None:
+        """Add received bytes; ``b""`` says the stream ended."""
+        if not data:
+            self._ended = True
+            return
+        if not self.unread:  # the usual case: whole replies, read in place
+            self._data, self._start = data, 0
+        else:
+            self._parts.append(data)
+        self.unread += len(data)
+
+    def line(self) -> bytes | None:
+        """Return the next line without its CRLF, or None until it has come whole.
+
+        :raises ProtocolError: for a line longer than any beanstalkd sends, or
+            one the stream ended in.
+        """
+        data, start = self._data, self._start
+        end = data.find(b"\r\n", start)
+        if end < 0 and self._parts:
+            self._join()
+            data, start = self._data, 0
+            end = data.find(b"\r\n")
+        if end < 0:
+            if len(data) - start > MAX_LINE:
+                raise ProtocolError(f"reply line longer than {MAX_LINE} bytes")
+            self._check_not_ended()
+            return None
+        if end - start > MAX_LINE:
+            raise ProtocolError(f"reply line longer than {MAX_LINE} bytes")
+        self._start = end + 2
+        self.unread -= end + 2 - start
+        return data[start:end]
+
+    def block(self, size: int) -> bytes | None:
+        """Return the next data block of ``size`` bytes, past its CRLF, or None until it came.
+
+        :raises ProtocolError: when the block is not followed by CRLF, or the
+            stream ended in it.
+        """
+        if self.unread < size + 2:
+            self._check_not_ended()
+            return None
+        if self._parts:
+            self._join()
+        data, start = self._data, self._start
+        end = start + size
+        if data[end : end + 2] != b"\r\n":
+            raise ProtocolError("data block not followed by CRLF")
+        if end + 2 == len(data):  # all read: an idle connection keeps no body
+            self._data, self._start = b"", 0
+        else:
+            self._start = end + 2
+        self.unread -= size + 2
+        return data[start:end]
+
+    def _check_not_ended(self) -> None:
+        """Raise when more of a reply is needed but the stream ended."""
+        if self._ended:
+            raise ProtocolError("the stream ended in the middle of a reply")
+
+    def _join(self) -> None:
+        self._data = b"".join([self._data[self._start :], *self._parts])
+        self._start = 0
+        self._parts = []
+
+
+def reply_values(line: bytes, expected: bytes, count: int) -> list[bytes]:
+    """Return the ``count`` values of a reply line whose status is ``expected``.
+
+    :raises Refused: for one of beanstalkd's error statuses.
+    :raises ProtocolError: for anything else, or the wrong number of values.
+    """
+    status, *values = line.split(b" ")
+    if status == expected:
+        if len(values) != count:
+            raise ProtocolError(f"{expected.decode()} with {len(values)} values, not {count}")
+        return values
+    if status in ERROR_STATUSES:
+        raise Refused(status.decode("ascii"), values)
+    raise ProtocolError(f"unexpected reply {status[:40]!r}")
+
+
+def reply_number(line: bytes, expected: bytes) -> int:
+    """Return the number a reply line carries (``INSERTED <id>``, ``WATCHING <count>``).
+
+    Raises as :func:`reply_values` does, and ProtocolError for a value that is
+    not a number.
+    """
+    status, _, value = line.partition(b" ")
+    if status == expected and value.isdigit() and len(value) <= MAX_DIGITS:  # checked at once
+        return int(value)
+    return number(reply_values(line, expected, 1)[0])
+
+
+def reserved(line: bytes) -> tuple[int, int]:
+    """Return the job id and body size a reserve's reply line announces.
+
+    Raises as :func:`reply_values` does (``TIMED_OUT`` and ``DEADLINE_SOON``
+    are :class:`Refused`).
+    """
+    status, _, values = line.partition(b" ")
+    job_id, _, size = values.partition(b" ")
+    if (
+        status == b"RESERVED"
+        and job_id.isdigit()
+        and size.isdigit()
+        and len(job_id) <= MAX_DIGITS
+        and len(size) <= MAX_DIGITS
+    ):  # checked at once: every job's path reads this reply
+        return int(job_id), int(size)
+    job_id, size = reply_values(line, b"RESERVED", 2)
+    return number(job_id), number(size)
 
 
 # Commands. Names are checked before they come here (checks.check_name), so

@@ -33,20 +33,18 @@ import socket
 import time
 
 from .protocol import (
-    ERROR_STATUSES,
-    MAX_DIGITS,
     Command,
     ProtocolError,
-    Refused,
+    ReplyReader,
     number,
     parse_stats,
+    reply_number,
+    reply_values,
 )
+from .protocol import reserved as protocol_reserved
 
 __all__ = ["MAX_BODY", "BodyLimit", "Wire", "stats"]
 
-# The longest line beanstalkd sends is "USING <200-byte name>"; a line much
-# longer, with its CRLF or still without, is not beanstalkd talking.
-MAX_LINE = 1024
 # The longest single poll, in seconds: poll() takes at most 2**31 - 1 ms.
 MAX_POLL = 86_400.0
 RECEIVE_SIZE = 65536
@@ -93,23 +91,19 @@ class Wire:
         lowering it applies at once); beanstalkd's ceiling when None.
     """
 
-    __slots__ = ("_data", "_deadline", "_poller", "_start", "limit", "send", "sock", "timeout")
+    __slots__ = ("_deadline", "_poller", "_replies", "limit", "send", "sock", "timeout")
 
     def __init__(
         self, sock: socket.socket, timeout: float = 10.0, limit: BodyLimit | None = None
     ) -> None:
         self.sock = sock
-        #: Write ``data`` (one or more whole commands): the socket's own
-        #: ``sendall`` itself.
+        #: Write ``data`` (one or more whole commands): the socket's own ``sendall``.
         self.send = sock.sendall
         #: Seconds a reply may take to arrive whole.
         self.timeout = timeout
         #: The largest data block a reply may announce.
         self.limit = BodyLimit() if limit is None else limit
-        # What was received and not yet read is _data[_start:]. Usually a
-        # receive brings whole replies, read in place and never copied again.
-        self._data = b""
-        self._start = 0
+        self._replies = ReplyReader()
         # When (time.monotonic()) the reply being read must be whole: set by
         # its first receive, 0.0 until then.
         self._deadline = 0.0
@@ -124,7 +118,7 @@ class Wire:
         the end of the stream (the server restarted or went away), a reset, or
         stray bytes: using the connection would fail or desynchronise.
         """
-        return len(self._data) > self._start or (poll and self.readable(0))
+        return self._replies.unread > 0 or (poll and self.readable(0))
 
     def readable(self, seconds: float) -> bool:
         """Return whether the socket has input (or hit its end) within ``seconds``."""
@@ -142,11 +136,11 @@ class Wire:
         :raises TimeoutError: when nothing arrived by ``deadline``.
         :raises ConnectionError: at the end of the stream.
         """
-        if len(self._data) > self._start:  # some of the reply is here already
+        if self._replies.unread:  # some of the reply is here already
             return
         self._deadline = 0.0  # what comes is a new reply's first receive
         try:
-            self._fill(1)
+            self._receive(1)
         except TimeoutError:  # the socket's receive timeout ran out
             while not self.readable(min(deadline - time.monotonic(), MAX_POLL)):
                 if time.monotonic() >= deadline:
@@ -165,20 +159,8 @@ class Wire:
         :raises ConnectionError: at the end of the stream.
         """
         self.wait(deadline)
-        # Parsed here rather than through reply(): every job's path reads this reply.
-        line = self._line()
-        status, _, values = line.partition(b" ")
-        job_id, _, size = values.partition(b" ")
-        if (
-            status == b"RESERVED"
-            and job_id.isdigit()
-            and size.isdigit()
-            and len(job_id) <= MAX_DIGITS
-            and len(size) <= MAX_DIGITS
-        ):  # checked at once
-            return int(job_id), self.body(int(size))
-        job_id, size = self._values(line, b"RESERVED", 2)
-        return number(job_id), self.body(number(size))
+        job_id, size = protocol_reserved(self._line())
+        return job_id, self.body(size)
 
     def simple(self, command: bytes, expected: bytes) -> None:
         """Send a command whose reply is one word (``DELETED``, ``RELEASED`` ...) and read it.
@@ -191,42 +173,25 @@ class Wire:
         self.send(command)
         line = self._line()
         if line != expected:
-            self._values(line, expected, 0)  # raises: the reply is not that one word
+            reply_values(line, expected, 0)  # raises: the reply is not that one word
 
     def reply(self, expected: bytes, count: int) -> list[bytes]:
         """Read one reply line; return its ``count`` values when its status is ``expected``.
 
-        :raises Refused: for one of beanstalkd's error statuses.
-        :raises ProtocolError: for anything else, or the wrong number of values.
-        :raises TimeoutError: when the line is not whole within ``timeout``.
-        :raises ConnectionError: at the end of the stream.
+        Raises as :func:`~.protocol.reply_values` does, and as :meth:`simple`
+        does for time and the end of the stream.
         """
         line = self._line()
         if line == expected and count == 0:  # DELETED, RELEASED ...: checked at once
             return []
-        return self._values(line, expected, count)
+        return reply_values(line, expected, count)
 
     def reply_int(self, expected: bytes) -> int:
         """Read a reply carrying one number (``INSERTED <id>``, ``WATCHING <count>``).
 
         Raises as :meth:`reply` does, and ProtocolError when the value is not a number.
         """
-        line = self._line()
-        status, _, value = line.partition(b" ")
-        # The common case, checked at once.
-        if status == expected and value.isdigit() and len(value) <= MAX_DIGITS:
-            return int(value)
-        return number(self._values(line, expected, 1)[0])
-
-    def _values(self, line: bytes, expected: bytes, count: int) -> list[bytes]:
-        status, *values = line.split(b" ")
-        if status == expected:
-            if len(values) != count:
-                raise ProtocolError(f"{expected.decode()} with {len(values)} values, not {count}")
-            return values
-        if status in ERROR_STATUSES:
-            raise Refused(status.decode("ascii"), values)
-        raise ProtocolError(f"unexpected reply {status[:40]!r}")
+        return reply_number(self._line(), expected)
 
     def body(self, size: int, floor: int = 0) -> bytes:
         """Read a reply's data block of ``size`` bytes and the CRLF after it.
@@ -246,43 +211,33 @@ class Wire:
                 f"the reply announces a {size}-byte data block, over the limit of "
                 f"{max(self.limit.size, floor)} bytes"
             )
-        start = self._start
-        end = start + size
-        if len(self._data) < end + 2:
-            self._fill(end + 2 - start)
-            start, end = 0, size
-        data = self._data
-        if data[end : end + 2] != b"\r\n":
-            raise ProtocolError("data block not followed by CRLF")
-        if end + 2 == len(data):  # all read: an idle connection keeps no body
-            self._data, self._start = b"", 0
-        else:
-            self._start = end + 2
-        return data[start:end]
+        replies = self._replies
+        block = replies.block(size)
+        while block is None:
+            self._receive(size + 2 - replies.unread)
+            block = replies.block(size)
+        return block
 
     def _line(self) -> bytes:
         """Read a reply's line: the start of a reply, whose time runs from its first receive."""
         self._deadline = 0.0
-        data, start = self._data, self._start
-        end = data.find(b"\r\n", start)
-        while end < 0 and len(data) - start <= MAX_LINE:
-            self._fill(len(data) - start + 1)
-            data, start = self._data, 0
-            end = data.find(b"\r\n")
-        if end < 0 or end - start > MAX_LINE:
-            raise ProtocolError(f"reply line longer than {MAX_LINE} bytes")
-        self._start = end + 2
-        return data[start:end]
+        replies = self._replies
+        if not replies.unread:  # the usual case: receive before looking
+            self._receive(1)
+        line = replies.line()
+        while line is None:
+            self._receive(1)
+            line = replies.line()
+        return line
 
-    def _fill(self, wanted: int) -> None:
-        """Receive until ``wanted`` bytes are unread, keeping the unread ones in front.
+    def _receive(self, wanted: int) -> None:
+        """Receive more of the reply being read, about ``wanted`` bytes, and feed it on.
 
-        A reply's first receive, with nothing unread, is the usual case: one
-        receive, bounded by the socket's own timeout, brings the whole reply.
-        It starts the reply's time. Every further receive for the reply first
-        polls for the time it has left.
+        A reply's first receive is the socket's own, bounded by its timeout;
+        it starts the reply's time, and every further receive for the reply
+        first polls for the time it has left.
         """
-        if self._start >= len(self._data) and not self._deadline:
+        if not self._deadline:
             self._deadline = time.monotonic() + self.timeout
             try:
                 data = self.sock.recv(
@@ -290,23 +245,12 @@ class Wire:
                 )
             except BlockingIOError:  # the kernel's receive timeout (SO_RCVTIMEO) ran out
                 raise TimeoutError(f"no reply within {self.timeout:g}s") from None
-            if not data:
-                raise ConnectionError(_EOF)
-            self._data, self._start = data, 0
-            if len(data) >= wanted:
-                return
-        elif not self._deadline:  # the reply's first receive, with some of it here already
-            self._deadline = time.monotonic() + self.timeout
-        parts = [self._data[self._start :]]
-        have = len(parts[0])
-        while have < wanted:
+        else:
             self._await_more()
-            data = self.sock.recv(min(max(RECEIVE_SIZE, wanted - have), MAX_RECEIVE))
-            if not data:
-                raise ConnectionError(_EOF)
-            parts.append(data)
-            have += len(data)
-        self._data, self._start = b"".join(parts), 0
+            data = self.sock.recv(min(max(RECEIVE_SIZE, wanted), MAX_RECEIVE))
+        if not data:
+            raise ConnectionError(_EOF)
+        self._replies.feed(data)
 
     def _await_more(self) -> None:
         """Wait until more of the reply has come, or raise TimeoutError at its deadline."""
