@@ -1,8 +1,9 @@
 """The blocking transport of beanstalkd's protocol: commands out, replies in, checked.
 
-The commands themselves, the statuses and what they mean are
-:mod:`.protocol`'s, which does no I/O. A :class:`Wire` owns one connected
-socket and a receive buffer. ``send`` may write many commands at once; their
+The commands themselves, the statuses, what they mean and the reading of
+replies are :mod:`.protocol`'s, which does no I/O. A :class:`Wire` owns one
+connected socket, receives, and feeds what came to its
+:class:`~.protocol.ReplyReader`. ``send`` may write many commands at once; their
 replies are then read in order, which is how pipelining works: one write and
 one wait for a whole batch instead of a round trip per command. Replies are
 checked with explicit tests, never ``assert`` (gone under ``python -O``): a
