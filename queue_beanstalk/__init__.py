@@ -53,6 +53,10 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'queue_beanstalk' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
 __all__ = [
     "Backend",
     "BeanstalkBackend",

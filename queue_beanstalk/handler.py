@@ -10,10 +10,11 @@ its reservation: the :mod:`~queue_beanstalk.reservation_keeper` touches it, so
 the message is not handed to another worker.
 
 Life cycle
-    ``STOPPED`` --start()--> ``RUNNING`` --stop()--> ``STOPPING`` --the workers
-    end--> ``STOPPED``; a worker that ends on an error it cannot survive turns
-    ``RUNNING`` into ``FAILED``, which stops the others the same way. The
-    shutdown order, and why:
+    ``STOPPED`` --start()--> ``RUNNING`` --stop()--> ``STOPPING`` --wait() (or
+    the next start()) sees the workers ended--> ``STOPPED``; a worker that ends
+    on an error it cannot survive turns ``RUNNING`` into ``FAILED``, which stops
+    the others the same way, and which the next start() leaves. The shutdown
+    order, and why:
 
     1. ``stop()`` sets the workers' event and interrupts their consumers: no
        reserve is pending or starts after this, so no new message is taken.

@@ -195,11 +195,15 @@ def _backend_class(scheme: str) -> type[Backend] | None:
     if not isinstance(entry, str):
         return entry
     module, _, name = entry.partition(":")
-    found = getattr(importlib.import_module(module), name)
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"the backend of {scheme}://, {entry!r}, cannot be had: {exc}") from exc
     if not (isinstance(found, type) and issubclass(found, Backend)):
         raise TypeError(f"{entry!r}, registered for {scheme}://, is not a Backend subclass")
     with _registry_lock:
-        _BACKENDS[scheme] = found
+        if _BACKENDS.get(scheme) == entry:  # unless registered anew meanwhile
+            _BACKENDS[scheme] = found
     return found
 
 

@@ -421,3 +421,25 @@ def test_a_reserve_waiting_out_deadline_soon_lets_the_job_be_settled(
             with pytest.raises(TimeoutError):
                 waiting.result(timeout=10)
         assert deleted_after < 1.8, "the settle waited for the job to run out"
+
+
+def test_a_programming_error_in_a_command_passes_through_and_drops_the_connection(
+    beanstalkd_url: str, tube: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with factory(beanstalkd_url) as queues:
+        queue = queues.get(tube)
+        queue.put(Message("held"))
+        held = queue.get(timeout=1)
+        assert isinstance(held._lease, _BeanstalkLease)
+        conn = held._lease.connection
+        bug = ValueError("a bug below the backend")
+
+        def buggy(self: object, command: bytes, expected: bytes) -> None:
+            raise bug
+
+        with monkeypatch.context() as patch:
+            patch.setattr(Wire, "simple", buggy)
+            with pytest.raises(ValueError, match="a bug below") as caught:
+                queue.delete(held)
+        assert caught.value is bug, "a bug was taken for a connection error"
+        assert conn.broken  # a reply may be left unread: the connection cannot be reused

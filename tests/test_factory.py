@@ -339,3 +339,6 @@ def test_a_backend_registered_by_name_is_imported_on_first_use(
     )
     with pytest.raises(TypeError, match="not a Backend subclass"):
         factory(f"{scheme}://host")
+    register_backend(scheme, "no_such_module_here:Backend")
+    with pytest.raises(ValueError, match="cannot be had"):
+        factory(f"{scheme}://host")

@@ -79,7 +79,7 @@ def test_an_error_status_is_refused_with_its_values(pair: tuple[Wire, socket.soc
         (b"INSERTED " + b"1" * 2000 + b"\r\n", "longer than"),  # even with its CRLF
     ],
 )
-def test_a_reply_that_breaks_the_protocol_is_a_wire_error(
+def test_a_reply_that_breaks_the_protocol_is_a_protocol_error(
     pair: tuple[Wire, socket.socket], data: bytes, words: str
 ) -> None:
     ours, server = pair
@@ -110,7 +110,7 @@ def test_a_one_word_command_takes_its_word_and_nothing_else(
     assert sent == b"delete 1\r\ndelete 2\r\n"
 
 
-def test_a_body_without_its_crlf_is_a_wire_error(pair: tuple[Wire, socket.socket]) -> None:
+def test_a_body_without_its_crlf_is_a_protocol_error(pair: tuple[Wire, socket.socket]) -> None:
     ours, server = pair
     server.sendall(b"RESERVED 1 3\r\nabcXY")
     with pytest.raises(ProtocolError, match="CRLF"):
@@ -126,7 +126,7 @@ def test_a_body_without_its_crlf_is_a_wire_error(pair: tuple[Wire, socket.socket
     ],
     ids=["without-size", "one-value-too-many", "id-not-a-number"],
 )
-def test_a_reserve_reply_that_breaks_the_protocol_is_a_wire_error(
+def test_a_reserve_reply_that_breaks_the_protocol_is_a_protocol_error(
     pair: tuple[Wire, socket.socket], data: bytes, words: str
 ) -> None:
     ours, server = pair

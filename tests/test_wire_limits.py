@@ -192,7 +192,7 @@ def test_the_default_limit_is_beanstalkds_ceiling() -> None:
     ids=["reserve", "stats"],
 )
 @pytest.mark.parametrize("size", [CEILING + 1, 2**63, 10**20 - 1])
-def test_a_size_over_the_limit_is_a_wire_error_before_anything_is_received(
+def test_a_size_over_the_limit_is_a_protocol_error_before_anything_is_received(
     pair: tuple[socket.socket, socket.socket],
     data: bytes,
     read: Callable[[Wire], object],
@@ -227,7 +227,7 @@ def _inserted(reader: Wire) -> object:
     ],
     ids=["reserve-size", "stats-size", "long-size", "long-id", "21-digit-id", "21-digit-job"],
 )
-def test_an_absurd_number_is_a_wire_error(
+def test_an_absurd_number_is_a_protocol_error(
     pair: tuple[socket.socket, socket.socket], data: bytes, read: Callable[[Wire], object]
 ) -> None:
     ours, server = pair

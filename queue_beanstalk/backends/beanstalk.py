@@ -449,7 +449,7 @@ class BeanstalkBackend(Backend):
         ids = done.ids
         while len(ids) < len(bodies):
             start = len(ids)
-            end, batch, done.expected = _batch(bodies, start, *done.options)
+            end, batch = _batch(bodies, start, *done.options)
             done.sent = True
             self._put_batch(conn, batch, [len(body) for body in bodies[start:end]], done)
 
@@ -459,7 +459,7 @@ class BeanstalkBackend(Backend):
         ids = done.ids
         for size in sizes:
             try:
-                ids.append(conn.wire.reply_int(done.expected))
+                ids.append(conn.wire.reply_int(protocol.INSERTED))
             except Refused as refused:
                 outcome = self._put_refused(refused, size, done.limit)
                 if isinstance(outcome, QueueConnectionError):
@@ -717,7 +717,7 @@ class _BeanstalkConsumer(Consumer):
 class _PutMany:
     """What a put_many has done so far: ids (None where refused), errors by position."""
 
-    __slots__ = ("errors", "expected", "ids", "limit", "options", "sent")
+    __slots__ = ("errors", "ids", "limit", "options", "sent")
 
     def __init__(self, options: tuple[int, int, int], limit: int) -> None:
         #: priority, delay and ttr of every put.
@@ -728,8 +728,6 @@ class _PutMany:
         self.errors: dict[int, QueueError] = {}
         #: Whether any put went out (and so may have been stored).
         self.sent = False
-        #: The status word that answers a put.
-        self.expected = b""
 
 
 class _Backoff:
@@ -755,18 +753,17 @@ class _Backoff:
 
 def _batch(
     bodies: Sequence[bytes], start: int, priority: int, delay: int, ttr: int
-) -> tuple[int, bytes, bytes]:
-    """Return the end of the batch starting at ``start``, its puts joined, and their reply."""
+) -> tuple[int, bytes]:
+    """Return the end of the batch starting at ``start`` and its puts, joined."""
     commands: list[bytes] = []
     size = 0
     end = start
-    expected = b""
     while end < len(bodies) and len(commands) < BATCH_COMMANDS and size < BATCH_BYTES:
-        command, expected = protocol.put(bodies[end], priority, delay, ttr)
+        command = protocol.put(bodies[end], priority, delay, ttr)[0]
         commands.append(command)
         size += len(command)
         end += 1
-    return end, b"".join(commands), expected
+    return end, b"".join(commands)
 
 
 def _lost(lease: Lease, cause: QueueConnectionError | None = None) -> NotFound:

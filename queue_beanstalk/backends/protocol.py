@@ -21,7 +21,7 @@ An asyncio transport is a read loop over the same core, sketched::
                 self.waiting.popleft().set_result(reply)  # in the order sent
 
         def eof_received(self):
-            self.reader.feed(b"")  # a reply cut short now raises ProtocolError
+            self.reader.feed(b"")  # the next line() or block() short of data raises
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from ..errors import NotFound, QueueConnectionError, QueueError, ServerError, Ti
 
 __all__ = [
     "ERROR_STATUSES",
+    "INSERTED",
     "MAX_DIGITS",
     "MAX_LINE",
     "STATS",
@@ -66,6 +67,9 @@ __all__ = [
 
 #: A command's bytes, and the status word that answers it when it succeeds.
 Command = tuple[bytes, bytes]
+
+#: The status word that answers a put that stored its job.
+INSERTED = b"INSERTED"
 
 #: Statuses with which beanstalkd refuses a command (protocol.txt), as bytes.
 ERROR_STATUSES = frozenset(
@@ -180,8 +184,9 @@ class ReplyReader:
     :meth:`feed` adds what a transport received; :meth:`line` and
     :meth:`block` return the next line (without its CRLF) or data block, or
     None while more is needed. Usually a receive brings whole replies, read in
-    place and never copied; bytes that come in pieces are joined once, when
-    enough have come. Not thread-safe: one per connection, used under its lock.
+    place and never copied; bytes that come in pieces are joined when a line
+    is looked for (lines are short) and, for a data block, once it has come
+    whole. Not thread-safe: one per connection, used under its lock.
     """
 
     __slots__ = ("_data", "_ended", "_parts", "_start", "unread")
@@ -317,7 +322,7 @@ def reserved(line: bytes) -> tuple[int, int]:
 
 def put(body: bytes, priority: int, delay: int, ttr: int) -> Command:
     """Return a ``put`` carrying ``body``."""
-    return b"put %d %d %d %d\r\n%b\r\n" % (priority, delay, ttr, len(body), body), b"INSERTED"
+    return b"put %d %d %d %d\r\n%b\r\n" % (priority, delay, ttr, len(body), body), INSERTED
 
 
 def reserve(seconds: int) -> Command:
