@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from queue_beanstalk import NotFound, QueueConnectionError, ServerError, Timeout
 from queue_beanstalk.backends import protocol
+from queue_beanstalk.backends.beanstalk import translate
 from queue_beanstalk.backends.protocol import ProtocolError, Refused
 
 
@@ -193,6 +194,18 @@ def test_the_end_of_the_stream_mid_reply_is_a_protocol_error() -> None:
     reader.feed(b"")
     with pytest.raises(ProtocolError, match="ended"):
         reader.block(10)
+
+
+def test_an_end_between_replies_is_told_from_one_in_the_middle() -> None:
+    reader = protocol.ReplyReader()
+    reader.feed(b"DELETED\r\n")
+    assert reader.line() == b"DELETED"
+    reader.feed(b"")
+    with pytest.raises(protocol.StreamEnded):
+        reader.line()
+    error = translate(protocol.StreamEnded("closed"), "h:1")
+    assert isinstance(error, QueueConnectionError)
+    assert "connection failed" in str(error)
 
 
 def test_a_line_longer_than_beanstalkd_sends_is_refused_early() -> None:

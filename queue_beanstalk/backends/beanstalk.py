@@ -87,6 +87,8 @@ def translate(exc: BaseException, address: str) -> QueueError:
     """
     if isinstance(exc, Refused):
         return protocol.refusal_error(exc, address)
+    if isinstance(exc, protocol.StreamEnded):
+        return QueueConnectionError(f"connection failed: {exc}", address)
     if isinstance(exc, ProtocolError):
         return QueueConnectionError(f"malformed reply: {exc}", address)
     if isinstance(exc, (TimeoutError, BlockingIOError)):

@@ -41,6 +41,7 @@ __all__ = [
     "ProtocolError",
     "Refused",
     "ReplyReader",
+    "StreamEnded",
     "bury",
     "delete",
     "delete_then_reserve",
@@ -106,6 +107,10 @@ _SERVER_REFUSALS = {
 
 class ProtocolError(Exception):
     """The server's reply breaks the protocol; the connection cannot be trusted."""
+
+
+class StreamEnded(ProtocolError):
+    """The stream ended between replies: the server closed the connection, cleanly."""
 
 
 class Refused(Exception):
@@ -216,7 +221,7 @@ class ReplyReader:
         """Return the next line without its CRLF, or None until it has come whole.
 
         :raises ProtocolError: for a line longer than any beanstalkd sends, or
-            one the stream ended in.
+            one the stream ended in (:class:`StreamEnded` when it ended before it).
         """
         data, start = self._data, self._start
         end = data.find(b"\r\n", start)
@@ -258,8 +263,14 @@ class ReplyReader:
         return data[start:end]
 
     def _check_not_ended(self) -> None:
-        """Raise when more of a reply is needed but the stream ended."""
+        """Raise when more of a reply is needed but the stream ended.
+
+        :raises StreamEnded: when it ended between replies.
+        :raises ProtocolError: when it ended in the middle of one.
+        """
         if self._ended:
+            if not self.unread:
+                raise StreamEnded("the server closed the connection between replies")
             raise ProtocolError("the stream ended in the middle of a reply")
 
     def _join(self) -> None:
