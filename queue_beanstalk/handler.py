@@ -305,7 +305,7 @@ class Handler:
                     )
                     self._settle(reserved.lease, Outcome.RELEASE)
             if done is not None:
-                self._apply(done, Outcome.DELETE)
+                self._settle(done, Outcome.DELETE, claimed=True)
         except BaseException as exc:  # noqa: BLE001 - recorded and logged: the handler fails
             self._crashed(exc)
         finally:
@@ -364,27 +364,19 @@ class Handler:
         priority: int | None = None,
         *,
         quiet: bool = False,
+        claimed: bool = False,
     ) -> None:
-        if lease.claim():
-            self._apply(lease, outcome, delay, priority, quiet=quiet)
-        # else the function settled the message itself
+        """Delete, release or bury a lease; a failure is logged, never raised.
 
-    def _apply(
-        self,
-        lease: Lease,
-        outcome: Outcome,
-        delay: int = 0,
-        priority: int | None = None,
-        *,
-        quiet: bool = False,
-    ) -> None:
-        """Delete, release or bury a claimed lease; a failure is logged, never raised.
-
+        The lease is claimed first, unless ``claimed`` says the caller did: a
+        lease already claimed was settled by the function itself, and is left.
         A released or buried message keeps its priority: beanstalkd's release and
         bury set one, so it is looked up (``stats-job``) when not given, and
         when that fails the message goes back with the factory's default
         rather than not at all. ``quiet`` logs failures at debug level only.
         """
+        if not claimed and not lease.claim():
+            return
         try:
             if outcome is Outcome.DELETE:
                 self._backend.delete(lease)

@@ -95,7 +95,7 @@ def _flaky_consumers(
 
 
 def _handled(
-    queues: QueueFactory, tube: str, codec: JsonCodec | None = None
+    queues: QueueFactory, codec: JsonCodec | None = None
 ) -> tuple[QueueFactory, list[str], Callable[[Message], None]]:
     made = queues if codec is None else QueueFactory(queues.backend, codec=codec)
     seen: list[str] = []
@@ -105,7 +105,7 @@ def _handled(
 def test_a_codec_raising_anything_does_not_kill_the_worker(
     queues: QueueFactory, tube: str, stopping: list[Handler]
 ) -> None:
-    made, seen, func = _handled(queues, tube, FlakyCodec(times=1))
+    made, seen, func = _handled(queues, FlakyCodec(times=1))
     queue = made.get(tube)
     first = queue.put(Message("first"))
     queue.put(Message("second"))
@@ -132,7 +132,7 @@ def test_a_reserve_raising_anything_is_survived_with_backoff(
     error: BaseException,
 ) -> None:
     _flaky_consumers(monkeypatch, queues, [error, error])
-    made, seen, func = _handled(queues, tube)
+    made, seen, func = _handled(queues)
     made.get(tube).put(Message("after"))
     handler = made.handler(func, tube)
     stopping.append(handler)

@@ -431,7 +431,6 @@ class BeanstalkBackend(Backend):
             )
             return job_id
         if refused.too_big:
-            self._max_job_size = None
             return MessageTooBig(size, limit)
         return protocol.refusal_error(refused, self.address)
 

@@ -89,10 +89,11 @@ class _MemoryLease(Lease):
 
     __slots__ = ("backend", "line")
 
-    # Set by _reserve, not by an __init__ of its own: one call fewer per reserve.
-    backend: MemoryBackend
-    #: None for a reserve through the backend itself, which ends only with the backend.
-    line: _Line | None
+    def __init__(self, job_id: int, tube: str, backend: MemoryBackend, line: _Line | None) -> None:
+        super().__init__(job_id, tube)
+        self.backend = backend
+        #: None for a reserve through the backend itself, which ends only with the backend.
+        self.line = line
 
 
 class MemoryBackend(Backend):
@@ -163,12 +164,9 @@ class MemoryBackend(Backend):
                 self._run_timers(now)
                 job = self._pop_ready(tubes)
                 if job is not None:
-                    lease = job.owner = _MemoryLease(job.id, job.tube)
-                    lease.backend = self
-                    if consumer is None:
-                        lease.line = None
-                    else:
-                        line = lease.line = consumer.line
+                    line = None if consumer is None else consumer.line
+                    lease = job.owner = _MemoryLease(job.id, job.tube, self, line)
+                    if line is not None:
                         line.leases.append(lease)
                         if len(line.leases) >= line.prune_at:
                             self._prune(line)  # after job.owner is set: it keeps this lease
