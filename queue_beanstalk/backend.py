@@ -16,7 +16,20 @@ from urllib.parse import SplitResult
 
 from .errors import NotFound, PutManyError, QueueError
 
-__all__ = ["Backend", "Consumer", "JobStats", "Lease", "Reserved"]
+__all__ = ["Backend", "Consumer", "JobRef", "JobStats", "Lease", "Reserved"]
+
+
+class JobRef(NamedTuple):
+    """Where a job is: its id, and the server that gave it that id.
+
+    Job ids are the server's own: two servers both hand out job 1. So a
+    backend acts on a job only through a ref naming one of its servers, and
+    an id from one server can never act on another.
+    """
+
+    id: int
+    #: The server as configured (``host:port``, ``memory``), not its stats id.
+    server: str
 
 
 class Lease:
@@ -26,11 +39,13 @@ class Lease:
     beanstalkd, the connection that reserved the job). Thread-safe.
     """
 
-    __slots__ = ("_unclaimed", "job_id", "tube")
+    __slots__ = ("_unclaimed", "job_id", "server", "tube")
 
-    def __init__(self, job_id: int, tube: str) -> None:
+    def __init__(self, job_id: int, tube: str, server: str) -> None:
         self.job_id = job_id
         self.tube = tube
+        #: The server holding the job, as in :attr:`JobRef.server`.
+        self.server = server
         # One token, taken by the first claim. list.pop() is atomic (it is one
         # call into C), so two threads cannot both take it, and a lease costs
         # no lock: a lock's acquire and release cost more in the hot path.
@@ -48,8 +63,16 @@ class Lease:
         """Whether delete, release or bury has been issued for this lease."""
         return not self._unclaimed
 
+    @property
+    def ref(self) -> JobRef:
+        """The reserved job."""
+        return JobRef(self.job_id, self.server)
+
     def __repr__(self) -> str:
-        return f"queue_beanstalk.Lease(job_id={self.job_id}, tube={self.tube!r})"
+        return (
+            f"queue_beanstalk.Lease(job_id={self.job_id}, tube={self.tube!r}, "
+            f"server={self.server!r})"
+        )
 
 
 class Reserved(NamedTuple):
@@ -66,6 +89,8 @@ class JobStats:
     """What the server knows of a job (beanstalkd's ``stats-job``)."""
 
     id: int
+    #: The server holding the job, as in :attr:`JobRef.server`.
+    server: str
     tube: str
     #: ``"ready"``, ``"delayed"``, ``"reserved"`` or ``"buried"``.
     state: str
@@ -157,8 +182,8 @@ class Backend(ABC):
         """
 
     @abstractmethod
-    def put(self, tube: str, body: bytes, *, priority: int, delay: int, ttr: int) -> int:
-        """Store a job and return its id.
+    def put(self, tube: str, body: bytes, *, priority: int, delay: int, ttr: int) -> JobRef:
+        """Store a job and return where it is.
 
         :raises MessageTooBig: when ``body`` is over :meth:`max_job_size`.
         :raises QueueConnectionError: when the server cannot be reached.
@@ -166,25 +191,25 @@ class Backend(ABC):
 
     def put_many(
         self, tube: str, bodies: Sequence[bytes], *, priority: int, delay: int, ttr: int
-    ) -> list[int]:
-        """Store jobs and return their ids in order; backends may pipeline this.
+    ) -> list[JobRef]:
+        """Store jobs and return where each is, in order; backends may pipeline this.
 
         The caller has checked every body against :meth:`max_job_size`. Every
         job is tried, whatever happened to the ones before it.
 
         :raises PutManyError: when some jobs were not stored; it says which.
         """
-        ids: list[int | None] = []
+        jobs: list[JobRef | None] = []
         errors: dict[int, QueueError] = {}
         for index, body in enumerate(bodies):
             try:
-                ids.append(self.put(tube, body, priority=priority, delay=delay, ttr=ttr))
+                jobs.append(self.put(tube, body, priority=priority, delay=delay, ttr=ttr))
             except QueueError as exc:
                 errors[index] = exc
-                ids.append(None)
+                jobs.append(None)
         if errors:
-            raise PutManyError(ids, errors)
-        return [job_id for job_id in ids if job_id is not None]
+            raise PutManyError(jobs, errors)
+        return [job for job in jobs if job is not None]
 
     @abstractmethod
     def reserve(self, tubes: Sequence[str], timeout: float) -> Reserved:
@@ -229,17 +254,19 @@ class Backend(ABC):
         """
 
     @abstractmethod
-    def stats_job(self, job_id: int) -> JobStats:
+    def stats_job(self, job: JobRef) -> JobStats:
         """Return what the server knows of a job.
 
-        :raises NotFound: when the server holds no job with that id.
+        :raises NotFound: when the server holds no job with that id, or the ref
+            names a server that is not this backend's.
         """
 
     @abstractmethod
-    def kick_job(self, job_id: int) -> None:
+    def kick_job(self, job: JobRef) -> None:
         """Make a buried or delayed job ready.
 
-        :raises NotFound: when the job is neither buried nor delayed.
+        :raises NotFound: when the job is neither buried nor delayed, or the
+            ref names a server that is not this backend's.
         """
 
     @abstractmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from .backend import Backend, Reserved
+from .backend import Backend, Lease, Reserved
 from .codec import Codec
 from .errors import DecodeError, QueueError
 from .message import Message
@@ -27,17 +27,18 @@ def decode_reserved(backend: Backend, codec: Codec, reserved: Reserved, priority
 
     :param priority: the priority to bury with when the job's own cannot be read.
     """
+    lease = reserved.lease
     try:
         message = codec.decode(reserved.body)
     except Exception as exc:
-        reserved.lease.claim()
+        lease.claim()
         # A ValueError is the codec's refusal; anything else is a bug in the codec,
         # named in the error and logged with its traceback.
         bug = not isinstance(exc, ValueError)
         reason = f"{type(exc).__name__}: {exc}" if bug else str(exc)
-        error = DecodeError(reason, reserved.job_id, reserved.body, reserved.tube)
+        error = DecodeError(reason, reserved.job_id, reserved.body, reserved.tube, lease.server)
         try:
-            backend.bury(reserved.lease, priority=priority_of(backend, reserved.job_id, priority))
+            backend.bury(lease, priority=priority_of(backend, lease, priority))
         except Exception:
             # The job is not lost: the server hands it out again after its time-to-run.
             logger.exception("could not bury undecodable job %d", reserved.job_id)
@@ -45,12 +46,13 @@ def decode_reserved(backend: Backend, codec: Codec, reserved: Reserved, priority
         logger.warning("%s (body %r)", error, reserved.body[:200], exc_info=bug)
         raise error from exc
     message._id = reserved.job_id
+    message._server = lease.server
     message._queue = reserved.tube
-    message._lease = reserved.lease
+    message._lease = lease
     return message
 
 
-def priority_of(backend: Backend, job_id: int, default: int) -> int:
+def priority_of(backend: Backend, lease: Lease, default: int) -> int:
     """Return the priority a reserved job was put with, for a release or bury to keep it.
 
     beanstalkd's release and bury set a priority, and its reserve does not say
@@ -58,9 +60,9 @@ def priority_of(backend: Backend, job_id: int, default: int) -> int:
     logged: the job goes back at another priority rather than not at all.
     """
     try:
-        return backend.stats_job(job_id).priority
+        return backend.stats_job(lease.ref).priority
     except QueueError as exc:
         logger.warning(
-            "could not read job %d's priority; settling it at %d: %s", job_id, default, exc
+            "could not read job %d's priority; settling it at %d: %s", lease.job_id, default, exc
         )
         return default

@@ -29,6 +29,8 @@ chained with ``raise ... from exc``; they never escape the public API.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "DecodeError",
     "HandlerNotRunning",
@@ -93,12 +95,17 @@ class NotFound(QueueError, LookupError):
 class DecodeError(QueueError, ValueError):
     """The codec could not read a job's body; the job was buried for inspection."""
 
-    def __init__(self, reason: str, job_id: int, body: bytes, queue: str) -> None:
+    def __init__(
+        self, reason: str, job_id: int, body: bytes, queue: str, server: str | None = None
+    ) -> None:
+        where = "" if server is None else f" on server {server}"
         super().__init__(
-            f"job {job_id} on queue {queue!r} could not be decoded and was buried: {reason}"
+            f"job {job_id} on queue {queue!r}{where} could not be decoded and was buried: {reason}"
         )
         #: The id of the buried job (``kick-job`` brings it back).
         self.job_id = job_id
+        #: The server holding it (ids are per server), when known.
+        self.server = server
         #: The raw body, exactly as stored on the server.
         self.body = body
         #: The queue the job came from.
@@ -122,16 +129,22 @@ class PutManyError(QueueError):
     stored, so putting it again may store it twice.
     """
 
-    def __init__(self, ids: list[int | None], errors: dict[int, QueueError]) -> None:
+    def __init__(
+        self, jobs: Sequence[tuple[int, str] | None], errors: dict[int, QueueError]
+    ) -> None:
         failed = sorted(errors)
         shown = ", ".join(f"{index}: {errors[index]}" for index in failed[:3])
         more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
-        stored = sum(job_id is not None for job_id in ids)
+        stored = sum(job is not None for job in jobs)
         super().__init__(
-            f"{len(failed)} of {len(ids)} messages not stored ({shown}{more}); {stored} stored"
+            f"{len(failed)} of {len(jobs)} messages not stored ({shown}{more}); {stored} stored"
         )
+        #: Where each message was stored, in the order given, as ``(id, server)``
+        #: (a :class:`~queue_beanstalk.backend.JobRef`); None where not stored.
+        self.jobs = list(jobs)
         #: The job id of each message, in the order given; None where not stored.
-        self.ids = ids
+        #: Ids are per server: :attr:`jobs` says which server holds each.
+        self.ids = [None if job is None else job[0] for job in jobs]
         #: For each message not (or not surely) stored, by position: why.
         self.errors = errors
 

@@ -346,7 +346,7 @@ class Handler:
 
     def _fail(self, lease: Lease, message: Message) -> None:
         try:
-            stats = self._backend.stats_job(lease.job_id)
+            stats = self._backend.stats_job(lease.ref)
             attempts, priority = stats.reserves, stats.priority
         except QueueError:
             # The server will tell next time; a release is the safe side.
@@ -382,11 +382,11 @@ class Handler:
                 self._backend.delete(lease)
             elif outcome is Outcome.RELEASE:
                 if priority is None:
-                    priority = priority_of(self._backend, lease.job_id, self._priority)
+                    priority = priority_of(self._backend, lease, self._priority)
                 self._backend.release(lease, priority=priority, delay=delay)
             elif outcome is Outcome.BURY:
                 if priority is None:
-                    priority = priority_of(self._backend, lease.job_id, self._priority)
+                    priority = priority_of(self._backend, lease, self._priority)
                 self._backend.bury(lease, priority=priority)
             else:
                 _unreachable(outcome)

@@ -14,8 +14,8 @@ __all__ = ["Message"]
 class Message:
     """An action to perform and its arguments, e.g. ``Message("regenerate-apprc", ["myapp"])``.
 
-    Two messages are equal when their action and arguments are equal; ``id`` and
-    ``queue`` take no part. A message got from a queue carries its reservation
+    Two messages are equal when their action and arguments are equal; ``id``,
+    ``server`` and ``queue`` take no part. A message got from a queue carries its reservation
     until it is deleted or released; it may be settled from any thread.
 
     :param action: a non-empty string naming what to do.
@@ -25,7 +25,7 @@ class Message:
     :raises ValueError: when the action is empty.
     """
 
-    __slots__ = ("_action", "_args", "_id", "_lease", "_queue")
+    __slots__ = ("_action", "_args", "_id", "_lease", "_queue", "_server")
 
     def __init__(self, action: str, args: Iterable[str] = ()) -> None:
         if not isinstance(action, str):
@@ -41,6 +41,7 @@ class Message:
         self._action = action
         self._args: tuple[str, ...] = args
         self._id: int | None = None
+        self._server: str | None = None
         self._queue: str | None = None
         self._lease: Lease | None = None
 
@@ -60,6 +61,14 @@ class Message:
         return self._id
 
     @property
+    def server(self) -> str | None:
+        """The server holding the message, as configured (``host:port``); None until put or got.
+
+        Job ids are per server: ``(id, server)`` names one job among several servers.
+        """
+        return self._server
+
+    @property
     def queue(self) -> str | None:
         """The name of the queue the message was last put on or got from."""
         return self._queue
@@ -75,5 +84,5 @@ class Message:
     def __repr__(self) -> str:
         return (
             f"queue_beanstalk.Message(action={self._action!r}, args={self._args!r}, "
-            f"id={self._id!r}, queue={self._queue!r})"
+            f"id={self._id!r}, server={self._server!r}, queue={self._queue!r})"
         )

@@ -56,6 +56,8 @@ class Queue:
     ) -> int:
         """Store ``message`` and return its job id, also set as ``message.id``.
 
+        ``message.server`` is set to the server that stored it: ids are per server.
+
         Blocks for one round trip to the server.
 
         :param message: the message to store.
@@ -72,12 +74,11 @@ class Queue:
             raise TypeError(f"put() takes a Message, not {type(message).__name__}")
         body = self._codec.encode(message)
         priority, seconds, ttr_seconds = self._put_options(delay, priority, ttr)
-        job_id = self._backend.put(
+        message._id, message._server = self._backend.put(
             self._name, body, priority=priority, delay=seconds, ttr=ttr_seconds
         )
-        message._id = job_id
         message._queue = self._name
-        return job_id
+        return message._id
 
     def put_many(
         self,
@@ -92,7 +93,7 @@ class Queue:
         On beanstalkd the puts are pipelined, many to a write, so a batch costs a
         round trip per few hundred messages instead of one per message. Every
         message is checked and encoded before anything is sent. Each stored
-        message gets its ``id`` and ``queue`` set, as with :meth:`put`.
+        message gets its ``id``, ``server`` and ``queue`` set, as with :meth:`put`.
 
         :param messages: the messages to store.
         :param delay: seconds before they can be got; rounded up to whole seconds.
@@ -124,14 +125,14 @@ class Queue:
         if too_big:
             raise PutManyError([None] * len(bodies), too_big)
         try:
-            ids = self._backend.put_many(
+            jobs = self._backend.put_many(
                 self._name, bodies, priority=priority, delay=seconds, ttr=ttr_seconds
             )
         except PutManyError as exc:
-            self._mark_put(batch, exc.ids)
+            self._mark_put(batch, exc.jobs)
             raise
-        self._mark_put(batch, ids)
-        return ids
+        self._mark_put(batch, jobs)
+        return [job.id for job in jobs]
 
     def get(self, timeout: Seconds) -> Message:
         """Reserve the next message, waiting up to ``timeout`` seconds; ``0`` polls.
@@ -203,10 +204,10 @@ class Queue:
             self._ttr if ttr is None else check_ttr(ttr),
         )
 
-    def _mark_put(self, batch: list[Message], ids: Sequence[int | None]) -> None:
-        for message, job_id in zip(batch, ids, strict=True):
-            if job_id is not None:
-                message._id = job_id
+    def _mark_put(self, batch: list[Message], jobs: Sequence[tuple[int, str] | None]) -> None:
+        for message, job in zip(batch, jobs, strict=True):
+            if job is not None:
+                message._id, message._server = job
                 message._queue = self._name
 
     def _lease(self, message: Message) -> Lease:

@@ -84,7 +84,7 @@ class ReservationKeeper:
     def _touch(self, kept: Kept) -> None:
         try:
             if kept.ttr is None:
-                kept.ttr = self._backend.stats_job(kept.lease.job_id).ttr
+                kept.ttr = self._backend.stats_job(kept.lease.ref).ttr
             self._backend.touch(kept.lease)
         except Exception as exc:  # noqa: BLE001 - logged: no touch thread ends silently
             # kept.due stays infinite: nothing more to do for this one.

@@ -9,7 +9,21 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from queue_beanstalk import NotFound, QueueFactory
+from queue_beanstalk import Message, NotFound, Queue, QueueFactory
+from queue_beanstalk.backend import JobRef
+
+
+def ref(message: Message) -> JobRef:
+    """Return where a message put or got is: its id on its server."""
+    assert message.id is not None, "never put nor got"
+    assert message.server is not None
+    return JobRef(message.id, message.server)
+
+
+def put_job(queue: Queue, message: Message, **options: object) -> JobRef:
+    """Put ``message`` on ``queue`` and return where it is."""
+    queue.put(message, **options)  # type: ignore[arg-type]
+    return ref(message)
 
 
 def eventually(condition: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -20,10 +34,10 @@ def eventually(condition: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-def gone(queues: QueueFactory, job_id: int) -> bool:
+def gone(queues: QueueFactory, job: JobRef) -> bool:
     """Return whether the server no longer holds the job (it was deleted)."""
     try:
-        queues.backend.stats_job(job_id)
+        queues.backend.stats_job(job)
     except NotFound:
         return True
     return False

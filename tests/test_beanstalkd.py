@@ -85,12 +85,12 @@ def test_a_reserve_watches_the_tubes_it_is_given_each_time(beanstalkd_url: str, 
         tubes = [first.name]
         reserved = backend.reserve(tubes, 1)
         assert codec.decode(reserved.body).action == "first"
-        assert backend.stats_job(reserved.job_id).tube == first.name
+        assert backend.stats_job(reserved.lease.ref).tube == first.name
         backend.delete(reserved.lease)
         tubes[0] = second.name
         reserved = backend.reserve(tubes, 1)
         assert codec.decode(reserved.body).action == "second"
-        assert backend.stats_job(reserved.job_id).tube == second.name
+        assert backend.stats_job(reserved.lease.ref).tube == second.name
         backend.delete(reserved.lease)
         # Two queues taking turns in one thread share its connection: each get
         # must watch its own tube again.

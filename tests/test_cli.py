@@ -26,6 +26,7 @@ from queue_beanstalk import (
     cli,
     demo,
 )
+from queue_beanstalk.backend import JobRef
 from queue_beanstalk.demo.mission import _Mission
 from queue_beanstalk.testing import BeanstalkdServer, free_port
 
@@ -176,7 +177,7 @@ def test_a_connection_lost_by_the_producer_stops_the_demo(
 
     def lost_on_units(
         self: MemoryBackend, tube: str, body: bytes, *, priority: int, delay: int, ttr: int
-    ) -> int:
+    ) -> JobRef:
         if tube.endswith("-units"):
             raise QueueConnectionError("connection reset", "127.0.0.1:11300")
         return real_put(self, tube, body, priority=priority, delay=delay, ttr=ttr)
@@ -227,8 +228,8 @@ def test_demo_reports_a_job_that_was_not_buried(
 ) -> None:
     real_stats_job = MemoryBackend.stats_job
 
-    def not_buried(self: MemoryBackend, job_id: int) -> JobStats:
-        stats = real_stats_job(self, job_id)
+    def not_buried(self: MemoryBackend, job: JobRef) -> JobStats:
+        stats = real_stats_job(self, job)
         return dataclasses.replace(stats, state="ready")
 
     monkeypatch.setattr(MemoryBackend, "stats_job", not_buried)
@@ -317,7 +318,9 @@ def test_python_dash_m_runs_the_demo() -> None:
     # main() set up logging, so what the library logs reaches stderr; the demo's scripted
     # failures come without a traceback.
     err = result.stderr
-    assert re.search(r"WARNING queue_beanstalk: job 2 on queue '[^']+' could not be decoded", err)
+    assert re.search(
+        r"WARNING queue_beanstalk: job 2 on queue '[^']+' on server [^ ]+ could not be decoded", err
+    )
     assert err.count("ERROR queue_beanstalk: handler function failed on ") == 6
     assert "flakier-app failed (attempt 2 of 3)\n" in err
     assert err.count("ERROR queue_beanstalk: giving up on ") == 1

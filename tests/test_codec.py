@@ -20,11 +20,12 @@ from queue_beanstalk import (
     QueueFactory,
     factory,
 )
+from queue_beanstalk.backend import JobRef
 from queue_beanstalk.codec import _loads
 from queue_beanstalk.queue_factory import DEFAULT_PRIORITY
 
 from .conftest import RawPut
-from .support import eventually
+from .support import eventually, put_job
 
 codec = JsonCodec()
 
@@ -238,13 +239,13 @@ class Failing(Codec):
 def test_a_custom_codec_raising_anything_is_a_decode_error(error: Exception) -> None:
     with factory("memory://", codec=Failing(error)) as queues:
         queue = queues.get("jobs")
-        job_id = queue.put(Message("x"))
+        job = put_job(queue, Message("x"))
         with pytest.raises(DecodeError, match=type(error).__name__) as excinfo:
             queue.get(timeout=0)
         assert str(error) in str(excinfo.value)
         assert excinfo.value.__cause__ is error
-        assert excinfo.value.job_id == job_id
-        assert queues.backend.stats_job(job_id).state == "buried"
+        assert (excinfo.value.job_id, excinfo.value.server) == job
+        assert queues.backend.stats_job(job).state == "buried"
 
 
 class RefusesBad(Codec):
@@ -265,7 +266,7 @@ def test_a_handler_survives_a_custom_codec_raising() -> None:
         handled: list[Message] = []
         handler = queues.handler(handled.append, "jobs")
         queue = queues.get("jobs")
-        bad_id = queue.put(Message("bad"))
+        bad_id = put_job(queue, Message("bad"))
         queue.put(Message("good"))
         handler.start()
         try:
@@ -293,18 +294,18 @@ def test_an_undecodable_job_is_buried_even_when_its_priority_is_unknown(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    job_id = raw_put(tube, b"not json")
+    job = raw_put(tube, b"not json")
 
-    def lost(job_id: int) -> NoReturn:
-        raise NotFound(f"job {job_id} does not exist")
+    def lost(job: JobRef) -> NoReturn:
+        raise NotFound(f"job {job.id} does not exist")
 
     monkeypatch.setattr(queues.backend, "stats_job", lost)
     with pytest.raises(DecodeError):
         queues.get(tube).get(timeout=1)
     monkeypatch.undo()
-    stats = queues.backend.stats_job(job_id)
+    stats = queues.backend.stats_job(job)
     assert (stats.state, stats.priority) == ("buried", DEFAULT_PRIORITY)
-    assert f"could not read job {job_id}'s priority" in caplog.text
+    assert f"could not read job {job.id}'s priority" in caplog.text
 
 
 def test_codec_json_by_name() -> None:

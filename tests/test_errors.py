@@ -30,6 +30,7 @@ from queue_beanstalk import (
     errors,
     factory,
 )
+from queue_beanstalk.backend import JobRef
 from queue_beanstalk.backends import beanstalk, protocol
 from queue_beanstalk.backends.beanstalk import translate
 
@@ -313,7 +314,7 @@ def test_stats_job_without_its_fields_is_a_connection_error(
         factory(server.url, timeout=REPLY_TIMEOUT) as queues,
         pytest.raises(QueueConnectionError, match=f"127.0.0.1:{server.port}"),
     ):
-        queues.backend.stats_job(1)
+        queues.backend.stats_job(JobRef(1, f"127.0.0.1:{server.port}"))
 
 
 @pytest.mark.timeout(10)

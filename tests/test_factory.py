@@ -28,6 +28,8 @@ from queue_beanstalk import (
 )
 from queue_beanstalk.testing import free_port
 
+from .support import ref
+
 URL_VARIABLE = "QUEUE_BEANSTALK_URL"
 
 
@@ -39,8 +41,9 @@ def beanstalk_backend(queues: QueueFactory) -> BeanstalkBackend:
 
 def put_and_stats(queues: QueueFactory) -> tuple[int, int]:
     """Put a message with the factory's defaults; return its (priority, ttr)."""
-    job_id = queues.get("jobs").put(Message("x"))
-    stats = queues.backend.stats_job(job_id)
+    message = Message("x")
+    queues.get("jobs").put(message)
+    stats = queues.backend.stats_job(ref(message))
     return stats.priority, stats.ttr
 
 

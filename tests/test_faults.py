@@ -26,7 +26,7 @@ from queue_beanstalk import (
 )
 from queue_beanstalk.testing import BeanstalkdServer, free_port
 
-from .support import eventually, gone
+from .support import eventually, gone, put_job, ref
 
 
 def test_after_a_restart_the_first_put_already_succeeds(server: BeanstalkdServer) -> None:
@@ -36,8 +36,8 @@ def test_after_a_restart_the_first_put_already_succeeds(server: BeanstalkdServer
             queue.put(Message("before"))
         server.stop()
         server.start()
-        job_id = queue.put(Message("after"))
-        assert queues.backend.stats_job(job_id).state == "ready"
+        job = put_job(queue, Message("after"))
+        assert queues.backend.stats_job(job).state == "ready"
 
 
 @pytest.mark.parametrize("many", [False, True], ids=["put", "put_many"])
@@ -52,14 +52,15 @@ def test_put_retries_within_its_budget_while_the_server_restarts(
         restart.start()
         try:
             started = time.monotonic()
+            messages = [Message("during", [str(n)]) for n in range(5 if many else 1)]
             if many:
-                ids = queue.put_many([Message("during", [str(n)]) for n in range(5)])
+                queue.put_many(messages)
             else:
-                ids = [queue.put(Message("during"))]
+                queue.put(messages[0])
         finally:
             restart.join()
         assert 0.5 < time.monotonic() - started < 10
-        assert all(queues.backend.stats_job(job_id).state == "ready" for job_id in ids)
+        assert all(queues.backend.stats_job(ref(m)).state == "ready" for m in messages)
 
 
 def test_put_gives_up_when_its_budget_is_spent(server: BeanstalkdServer) -> None:
@@ -200,20 +201,20 @@ def test_a_worker_killed_mid_callback_leaves_the_message_to_another(
     (tmp_path / "block").touch()
     log = tmp_path / "calls.log"
     with factory(beanstalkd_url) as queues:
-        job_id = queues.get(tube).put(Message("work"), ttr=5)
+        job = put_job(queues.get(tube), Message("work"), ttr=5)
         first = _worker(tmp_path, beanstalkd_url, tube)
         second: subprocess.Popen[bytes] | None = None
         try:
-            eventually(lambda: log.exists() and f"started {job_id} {first.pid}" in log.read_text())
+            eventually(lambda: log.exists() and f"started {job.id} {first.pid}" in log.read_text())
             os.kill(first.pid, signal.SIGKILL)
             first.wait(10)
             (tmp_path / "block").unlink()
             second = _worker(tmp_path, beanstalkd_url, tube)
-            eventually(lambda: f"finished {job_id} {second.pid}" in log.read_text())
-            eventually(lambda: gone(queues, job_id))
+            eventually(lambda: f"finished {job.id} {second.pid}" in log.read_text())
+            eventually(lambda: gone(queues, job))
         finally:
             for process in (first, second):
                 if process is not None and process.poll() is None:
                     process.send_signal(signal.SIGTERM)
                     process.wait(10)
-    assert f"finished {job_id} {first.pid}" not in log.read_text()
+    assert f"finished {job.id} {first.pid}" not in log.read_text()

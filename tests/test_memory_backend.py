@@ -15,6 +15,8 @@ from queue_beanstalk import MemoryBackend, Message, NotFound, factory
 from queue_beanstalk.backend import Lease
 from queue_beanstalk.backends.memory import PRUNE_AT
 
+from .support import ref
+
 JOBS = 10_000
 
 
@@ -69,12 +71,12 @@ def test_close_gives_back_what_is_still_reserved_among_many_settled(
         reserved = consumer.reserve(0)
         assert reserved is not None
         if number % 3 == 0:
-            held.append(reserved.job_id)
+            held.append(reserved.lease.ref)
         else:
             backend.delete(reserved.lease)
     consumer.close()
-    assert {backend.stats_job(job_id).state for job_id in held} == {"ready"}
-    assert sorted(backend.reserve(["jobs"], 0).job_id for _ in held) == held
+    assert {backend.stats_job(job).state for job in held} == {"ready"}
+    assert sorted(backend.reserve(["jobs"], 0).lease.ref for _ in held) == held
 
 
 def test_close_leaves_a_job_another_client_reserved_after_a_timeout(
@@ -85,7 +87,7 @@ def test_close_leaves_a_job_another_client_reserved_after_a_timeout(
     assert consumer.reserve(0) is not None
     other = backend.reserve(["jobs"], 3)  # after the consumer's time-to-run ran out
     consumer.close()
-    assert backend.stats_job(other.job_id).state == "reserved"
+    assert backend.stats_job(other.lease.ref).state == "reserved"
     backend.delete(other.lease)
 
 
@@ -93,17 +95,20 @@ def test_a_lease_from_another_memory_factory_is_not_found() -> None:
     # Both factories number their jobs from 1: the ids alone would match.
     with factory("memory://") as first, factory("memory://") as second:
         first.get("jobs").put(Message("first's"))
-        second.get("jobs").put(Message("second's"))
+        seconds = Message("second's")
+        second.get("jobs").put(seconds)
         got = first.get("jobs").get(0)
         with pytest.raises(NotFound, match="not reserved through this factory"):
             second.get("jobs").delete(got)
-        assert got.id is not None
-        assert second.backend.stats_job(got.id).state == "ready"
-        assert first.backend.stats_job(got.id).state == "reserved"
+        assert got.id == seconds.id  # the same id, on two servers
+        with pytest.raises(NotFound, match="is on server memory:"):
+            second.backend.stats_job(ref(got))
+        assert second.backend.stats_job(ref(seconds)).state == "ready"
+        assert first.backend.stats_job(ref(got)).state == "reserved"
 
 
 def test_a_lease_made_by_hand_is_not_found(backend: MemoryBackend) -> None:
-    job_id = backend.put("jobs", b"x", priority=0, delay=0, ttr=60)
+    job = backend.put("jobs", b"x", priority=0, delay=0, ttr=60)
     for settle in (
         backend.delete,
         backend.touch,
@@ -111,8 +116,8 @@ def test_a_lease_made_by_hand_is_not_found(backend: MemoryBackend) -> None:
         lambda lease: backend.bury(lease, priority=0),
     ):
         with pytest.raises(NotFound):
-            settle(Lease(job_id, "jobs"))
-    assert backend.stats_job(job_id).state == "ready"
+            settle(Lease(job.id, "jobs", job.server))
+    assert backend.stats_job(job).state == "ready"
 
 
 def test_settling_after_close_says_the_factory_was_closed(backend: MemoryBackend) -> None:

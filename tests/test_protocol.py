@@ -86,7 +86,7 @@ def test_a_stats_job_reply_becomes_job_stats() -> None:
         b"---\nid: 5\ntube: jobs\nstate: buried\npri: 7\nage: 3\nttr: 60\nreserves: 2\n"
         b"timeouts: 0\nreleases: 1\nburies: 1\nkicks: 0\n"
     )
-    stats = protocol.job_stats(protocol.parse_stats(body))
+    stats = protocol.job_stats(protocol.parse_stats(body), "server")
     assert (stats.id, stats.tube, stats.state, stats.priority, stats.reserves) == (
         5,
         "jobs",
@@ -95,7 +95,7 @@ def test_a_stats_job_reply_becomes_job_stats() -> None:
         2,
     )
     with pytest.raises(ProtocolError, match="number"):
-        protocol.job_stats(protocol.parse_stats(body.replace(b"pri: 7", b"pri: x")))
+        protocol.job_stats(protocol.parse_stats(body.replace(b"pri: 7", b"pri: x")), "server")
 
 
 @pytest.mark.parametrize(

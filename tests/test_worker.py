@@ -17,6 +17,8 @@ from queue_beanstalk import Message, NotFound, QueueFactory, cli, factory
 from queue_beanstalk.testing import free_port
 from queue_beanstalk.worker_command import TargetError, resolve
 
+from .support import ref
+
 TASKS = """
 import pathlib, time
 
@@ -70,7 +72,8 @@ def _wait_for_line(path: Path, text: str, process: subprocess.Popen[str]) -> Non
 def test_sigterm_lets_the_callback_in_flight_finish(
     tasks: Path, queues: QueueFactory, beanstalkd_url: str, tube: str
 ) -> None:
-    job_id = queues.get(tube).put(Message("slow", ["1.5"]))
+    message = Message("slow", ["1.5"])
+    job_id = queues.get(tube).put(message)
     process = _start(tasks, "worker_tasks:slow", "--queue", tube, "--url", beanstalkd_url)
     try:
         _wait_for_line(tasks / "calls.log", f"started {job_id}", process)
@@ -82,13 +85,14 @@ def test_sigterm_lets_the_callback_in_flight_finish(
     assert f"finished {job_id}" in (tasks / "calls.log").read_text()
     assert "worker stopped" in stderr
     with pytest.raises(NotFound):
-        queues.backend.stats_job(job_id)
+        queues.backend.stats_job(ref(message))
 
 
 def test_a_second_signal_exits_at_once_and_gives_the_message_back(
     tasks: Path, queues: QueueFactory, beanstalkd_url: str, tube: str
 ) -> None:
-    job_id = queues.get(tube).put(Message("slow", ["60"]))
+    message = Message("slow", ["60"])
+    job_id = queues.get(tube).put(message)
     process = _start(tasks, "worker_tasks:slow", "--queue", tube, "--url", beanstalkd_url)
     try:
         _wait_for_line(tasks / "calls.log", f"started {job_id}", process)
@@ -102,7 +106,7 @@ def test_a_second_signal_exits_at_once_and_gives_the_message_back(
     assert process.returncode == cli.EXIT_INTERRUPTED, stderr
     assert time.monotonic() - started < 5
     assert f"finished {job_id}" not in (tasks / "calls.log").read_text()
-    stats = queues.backend.stats_job(job_id)
+    stats = queues.backend.stats_job(ref(message))
     assert (stats.state, stats.reserves) == ("ready", 1)
 
 

@@ -31,9 +31,9 @@ from queue_beanstalk import (
     cli,
     factory,
 )
-from queue_beanstalk.backend import Consumer, Lease, Reserved
+from queue_beanstalk.backend import Consumer, JobRef, Lease, Reserved
 
-from .support import eventually, gone
+from .support import eventually, gone, put_job
 
 
 class Boom(Exception):
@@ -107,7 +107,7 @@ def test_a_codec_raising_anything_does_not_kill_the_worker(
 ) -> None:
     made, seen, func = _handled(queues, FlakyCodec(times=1))
     queue = made.get(tube)
-    first = queue.put(Message("first"))
+    first = put_job(queue, Message("first"))
     queue.put(Message("second"))
     handler = made.handler(func, tube)
     stopping.append(handler)
@@ -238,7 +238,7 @@ def test_wait_from_a_callback_waits_for_the_others_and_the_message_is_deleted(
     queues: QueueFactory, tube: str
 ) -> None:
     results: list[object] = []
-    job_id = queues.get(tube).put(Message("wait"))
+    job = put_job(queues.get(tube), Message("wait"))
     handler: Handler
 
     def func(message: Message) -> None:
@@ -250,7 +250,7 @@ def test_wait_from_a_callback_waits_for_the_others_and_the_message_is_deleted(
     eventually(lambda: results == [True])
     assert handler.wait(10)
     assert not handler.running
-    eventually(lambda: gone(queues, job_id))
+    eventually(lambda: gone(queues, job))
 
 
 def test_a_clean_stop_under_load_logs_no_warning(
@@ -335,20 +335,20 @@ def test_one_slow_lookup_does_not_let_another_message_run_out(
         backend = queues.backend
         lookup = backend.stats_job
         queue = queues.get(tube)
-        slow = queue.put(Message("slow-lookup", ["4"]), ttr=30)
-        short = queue.put(Message("short-ttr", ["4"]), ttr=2)
+        slow = put_job(queue, Message("slow-lookup", ["4"]), ttr=30)
+        short = put_job(queue, Message("short-ttr", ["4"]), ttr=2)
 
-        def stats_job(job_id: int) -> object:
-            if job_id == slow:
+        def stats_job(job: JobRef) -> object:
+            if job == slow:
                 time.sleep(4)
-            return lookup(job_id)
+            return lookup(job)
 
         monkeypatch.setattr(backend, "stats_job", stats_job)
         timeouts: list[int] = []
 
         def func(message: Message) -> None:
             time.sleep(float(message.args[0]))
-            if message.id == short:
+            if message.id == short.id:
                 timeouts.append(lookup(short).timeouts)
 
         handler = queues.handler(func, tube, concurrency=2)
@@ -371,7 +371,7 @@ def test_a_lost_settle_is_logged_in_plain_words(
     from queue_beanstalk.handler import _log_lost
     from queue_beanstalk.retries import Outcome
 
-    _log_lost(Lease(7, "q"), Outcome[outcome])
+    _log_lost(Lease(7, "q", "127.0.0.1:11300"), Outcome[outcome])
     assert f"job 7 was no longer reserved when it was to be {word};" in caplog.text
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import SplitResult
 
-from ..backend import Backend, Consumer, JobStats, Lease, Reserved
+from ..backend import Backend, Consumer, JobRef, JobStats, Lease, Reserved
 from ..checks import Seconds, check_count, from_text, positive_seconds, to_seconds
 from ..errors import (
     MessageTooBig,
@@ -102,8 +102,10 @@ class _BeanstalkLease(Lease):
 
     __slots__ = ("__weakref__", "backend", "connection")
 
-    def __init__(self, job_id: int, tube: str, connection: Connection, backend: object) -> None:
-        super().__init__(job_id, tube)
+    def __init__(
+        self, job_id: int, tube: str, connection: Connection, backend: BeanstalkBackend
+    ) -> None:
+        super().__init__(job_id, tube, backend.address)
         self.connection = connection
         #: The backend that reserved it: a lease of another factory is refused.
         self.backend = backend
@@ -194,7 +196,7 @@ class BeanstalkBackend(Backend):
         }
         return cls(url.hostname or DEFAULT_HOST, DEFAULT_PORT if port is None else port, **keywords)
 
-    def put(self, tube: str, body: bytes, *, priority: int, delay: int, ttr: int) -> int:
+    def put(self, tube: str, body: bytes, *, priority: int, delay: int, ttr: int) -> JobRef:
         """Store a job; see :meth:`Backend.put`.
 
         A job the server stored but could not queue (``BURIED <id>``: out of
@@ -209,7 +211,9 @@ class BeanstalkBackend(Backend):
                 raise MessageTooBig(size, limit)
         command = protocol.put(body, priority, delay, ttr)
         try:
-            return self._borrow(self._put_on, tube, command, size, limit, tube=tube)
+            return JobRef(
+                self._borrow(self._put_on, tube, command, size, limit, tube=tube), self.address
+            )
         except MessageTooBig as exc:
             # The server's limit is lower than was known (a restart with a lower
             # -z); asked now that the put's connection is back in the pool.
@@ -217,8 +221,8 @@ class BeanstalkBackend(Backend):
 
     def put_many(
         self, tube: str, bodies: Sequence[bytes], *, priority: int, delay: int, ttr: int
-    ) -> list[int]:
-        """Store jobs, pipelined, and return their ids in order; see :meth:`Backend.put_many`.
+    ) -> list[JobRef]:
+        """Store jobs, pipelined, and return where each is, in order; see :meth:`Backend.put_many`.
 
         After a connection failure, the jobs whose replies had not come are
         sent again (within ``retry_for``), so they may be stored twice.
@@ -229,17 +233,18 @@ class BeanstalkBackend(Backend):
         except QueueConnectionError as exc:
             if not done.sent:
                 raise  # nothing was sent: nothing can have been stored
-            ids = done.ids
-            unknown = {index: exc for index in range(len(ids), len(bodies))}
-            raise PutManyError(ids + [None] * len(unknown), {**done.errors, **unknown}) from exc
+            jobs = self._refs(done.ids)
+            unknown = {index: exc for index in range(len(jobs), len(bodies))}
+            raise PutManyError(jobs + [None] * len(unknown), {**done.errors, **unknown}) from exc
         if done.errors:
             if any(isinstance(error, MessageTooBig) for error in done.errors.values()):
                 limit = self._ask_max_job_size()  # lower than was known: the server's own
                 for index, error in done.errors.items():
                     if isinstance(error, MessageTooBig):
                         done.errors[index] = MessageTooBig(error.size, limit)
-            raise PutManyError(done.ids, done.errors)
-        return [job_id for job_id in done.ids if job_id is not None]
+            raise PutManyError(self._refs(done.ids), done.errors)
+        address = self.address
+        return [JobRef(job_id, address) for job_id in done.ids if job_id is not None]
 
     def reserve(self, tubes: Sequence[str], timeout: float) -> Reserved:
         """Reserve a job; see :meth:`Backend.reserve`."""
@@ -272,15 +277,26 @@ class BeanstalkBackend(Backend):
         """Restart a reserved job's time-to-run; see :meth:`Backend.touch`."""
         self._settle(lease, protocol.touch(lease.job_id), ends=False)
 
-    def stats_job(self, job_id: int) -> JobStats:
+    def stats_job(self, job: JobRef) -> JobStats:
         """Return a job's counters; see :meth:`Backend.stats_job`."""
-        command = protocol.stats_job(job_id)
-        return self._borrow(lambda conn: protocol.job_stats(wire.stats(conn.wire, command)))
+        command = protocol.stats_job(self._job_id(job))
+        return self._borrow(
+            lambda conn: protocol.job_stats(wire.stats(conn.wire, command), self.address)
+        )
 
-    def kick_job(self, job_id: int) -> None:
+    def kick_job(self, job: JobRef) -> None:
         """Make a buried or delayed job ready; see :meth:`Backend.kick_job`."""
-        data, expected = protocol.kick_job(job_id)
+        data, expected = protocol.kick_job(self._job_id(job))
         self._borrow(lambda conn: conn.wire.simple(data, expected))
+
+    def _job_id(self, job: JobRef) -> int:
+        """Return the id of ``job``, a job on this server; NotFound for another's."""
+        if job.server != self.address:
+            raise NotFound(f"job {job.id} is on server {job.server}, not {self.address}")
+        return job.id
+
+    def _refs(self, ids: list[int | None]) -> list[JobRef | None]:
+        return [None if job_id is None else JobRef(job_id, self.address) for job_id in ids]
 
     def max_job_size(self) -> int:
         """Return the server's ``max-job-size``, asked again after any connection was lost.

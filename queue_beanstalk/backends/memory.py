@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import SplitResult
 
-from ..backend import Backend, Consumer, JobStats, Lease, Reserved
+from ..backend import Backend, Consumer, JobRef, JobStats, Lease, Reserved
 from ..checks import check_count, from_text
 from ..errors import MessageTooBig, NotFound, QueueError, Timeout
 
@@ -30,6 +30,9 @@ __all__ = ["MemoryBackend"]
 
 #: beanstalkd's default ``max-job-size``, in bytes.
 DEFAULT_MAX_JOB_SIZE = 65_535
+
+# Numbers each backend's server name: every instance is a server of its own.
+_INSTANCES = itertools.count(1)
 
 #: How many leases a consumer keeps at least before it forgets settled ones.
 PRUNE_AT = 16
@@ -90,7 +93,7 @@ class _MemoryLease(Lease):
     __slots__ = ("backend", "line")
 
     def __init__(self, job_id: int, tube: str, backend: MemoryBackend, line: _Line | None) -> None:
-        super().__init__(job_id, tube)
+        super().__init__(job_id, tube, backend.server)
         self.backend = backend
         #: None for a reserve through the backend itself, which ends only with the backend.
         self.line = line
@@ -106,6 +109,8 @@ class MemoryBackend(Backend):
 
     def __init__(self, *, max_job_size: int = DEFAULT_MAX_JOB_SIZE) -> None:
         self._max_job_size = check_count(max_job_size, "max_job_size", 1)
+        #: The name job refs give this backend's jobs (``memory:<n>``): unique in the process.
+        self.server = f"memory:{next(_INSTANCES)}"
         self._changed = threading.Condition()
         self._jobs: dict[int, _Job] = {}
         self._ids = itertools.count(1)
@@ -125,7 +130,7 @@ class MemoryBackend(Backend):
         }
         return cls(**keywords)
 
-    def put(self, tube: str, body: bytes, *, priority: int, delay: int, ttr: int) -> int:
+    def put(self, tube: str, body: bytes, *, priority: int, delay: int, ttr: int) -> JobRef:
         """Store a job; see :meth:`Backend.put`."""
         if len(body) > self._max_job_size:
             raise MessageTooBig(len(body), self._max_job_size)
@@ -137,7 +142,7 @@ class MemoryBackend(Backend):
                 self._schedule(job, "delayed", time.monotonic() + delay)
             else:
                 self._make_ready(job)
-            return job.id
+            return JobRef(job.id, self.server)
 
     def reserve(self, tubes: Sequence[str], timeout: float) -> Reserved:
         """Reserve a job; see :meth:`Backend.reserve`."""
@@ -223,38 +228,48 @@ class MemoryBackend(Backend):
             job = self._owned(lease)
             self._schedule(job, "reserved", time.monotonic() + job.ttr)
 
-    def stats_job(self, job_id: int) -> JobStats:
+    def stats_job(self, job: JobRef) -> JobStats:
         """Return a job's counters; see :meth:`Backend.stats_job`."""
         with self._changed:
             self._check_open()
             self._run_timers(time.monotonic())
-            job = self._jobs.get(job_id)
-            if job is None:
-                raise NotFound(f"job {job_id} does not exist")
-            return JobStats(
-                id=job.id,
-                tube=job.tube,
-                state=job.state,
-                priority=job.priority,
-                age=int(time.monotonic() - job.created),
-                ttr=job.ttr,
-                reserves=job.reserves,
-                timeouts=job.timeouts,
-                releases=job.releases,
-                buries=job.buries,
-                kicks=job.kicks,
-            )
+            found = self._job(job)
+            if found is None:
+                raise NotFound(f"job {job.id} does not exist")
+            return self._stats(found)
 
-    def kick_job(self, job_id: int) -> None:
+    def _stats(self, job: _Job) -> JobStats:
+        return JobStats(
+            id=job.id,
+            server=self.server,
+            tube=job.tube,
+            state=job.state,
+            priority=job.priority,
+            age=int(time.monotonic() - job.created),
+            ttr=job.ttr,
+            reserves=job.reserves,
+            timeouts=job.timeouts,
+            releases=job.releases,
+            buries=job.buries,
+            kicks=job.kicks,
+        )
+
+    def kick_job(self, job: JobRef) -> None:
         """Make a buried or delayed job ready; see :meth:`Backend.kick_job`."""
         with self._changed:
             self._check_open()
             self._run_timers(time.monotonic())
-            job = self._jobs.get(job_id)
-            if job is None or job.state not in ("buried", "delayed"):
-                raise NotFound(f"job {job_id} is neither buried nor delayed")
-            job.kicks += 1
-            self._make_ready(job)
+            found = self._job(job)
+            if found is None or found.state not in ("buried", "delayed"):
+                raise NotFound(f"job {job.id} is neither buried nor delayed")
+            found.kicks += 1
+            self._make_ready(found)
+
+    def _job(self, job: JobRef) -> _Job | None:
+        """Return the job ``job`` names, None if none; NotFound for another server's."""
+        if job.server != self.server:
+            raise NotFound(f"job {job.id} is on server {job.server}, not {self.server}")
+        return self._jobs.get(job.id)
 
     def join(self, tube: str, timeout: float) -> None:
         """Block until ``tube`` holds no ready, delayed or reserved job: a drain for tests.

@@ -443,10 +443,11 @@ def max_job_size(stats: Mapping[str, str]) -> int:
     return _count(stats, "max-job-size")
 
 
-def job_stats(stats: Mapping[str, str]) -> JobStats:
-    """Return a ``stats-job`` reply as JobStats."""
+def job_stats(stats: Mapping[str, str], server: str) -> JobStats:
+    """Return a ``stats-job`` reply from ``server`` as JobStats."""
     return JobStats(
         id=_count(stats, "id"),
+        server=server,
         tube=field(stats, "tube"),
         state=field(stats, "state"),
         priority=_count(stats, "pri"),

@@ -37,6 +37,7 @@ import uuid
 from typing import TextIO
 
 from .. import __version__
+from ..backend import JobRef
 from ..errors import DecodeError
 from ..message import Message
 from ..queue_factory import QueueFactory, factory
@@ -113,7 +114,7 @@ def _by_hand(show: _Output, queues: QueueFactory, apps: Queue) -> None:
     try:
         message = apps.get(0)
     except DecodeError as exc:
-        state = queues.backend.stats_job(exc.job_id).state
+        state = queues.backend.stats_job(JobRef(exc.job_id, exc.server or "")).state
         show.say(f"job {exc.job_id}, b'not json' from another client: get(0) raised DecodeError")
         show.say(f"job {exc.job_id} is now {state!r} (kick-job would make it ready again)")
         if state != "buried":

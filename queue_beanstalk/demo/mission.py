@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from typing import NamedTuple
 
+from ..backend import JobRef
 from ..errors import NotFound
 from ..message import Message
 from ..queue_factory import QueueFactory
@@ -78,6 +79,7 @@ class _Mission:
         self.in_flight = 0
         self.peak = 0
         self.elapsed = 0.0
+        self._server = ""  # the one server the demo's jobs are on
         self._puts: dict[int, tuple[_Put, float]] = {}  # job id -> what and when (before put)
         self._calls: dict[int, list[_Call]] = {}
 
@@ -160,8 +162,10 @@ class _Mission:
             if number and number % BATCH == 0 and stop.wait(BATCH_PAUSE):
                 return
             before = time.monotonic()
-            job_id = self._targets[planned.queue].put(planned.message(), delay=planned.delay)
+            message = planned.message()
+            job_id = self._targets[planned.queue].put(message, delay=planned.delay)
             with self._lock:
+                self._server = message.server or ""
                 self._puts[job_id] = (planned, before)
                 self.put += 1
 
@@ -219,7 +223,7 @@ class _Mission:
 
     def _check_buried(self, job_id: int) -> None:
         try:
-            stats = self._queues.backend.stats_job(job_id)
+            stats = self._queues.backend.stats_job(JobRef(job_id, self._server))
         except NotFound:
             self._show.unexpected(f"{BROKEN} (job {job_id}) is gone from the server, not buried")
             return
@@ -252,7 +256,7 @@ class _Mission:
         left = []
         for job_id in sorted(handled):
             try:
-                stats = self._queues.backend.stats_job(job_id)
+                stats = self._queues.backend.stats_job(JobRef(job_id, self._server))
             except NotFound:
                 continue
             left.append(f"{job_id} ({stats.state})")

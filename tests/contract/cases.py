@@ -10,11 +10,12 @@ import greenstalk
 import pytest
 
 from queue_beanstalk import MemoryBackend, QueueFactory
+from queue_beanstalk.backend import JobRef
 
 from ..support import eventually
 
-#: Put a body on a tube as another client would, and return the job's id.
-RawPut = Callable[[str, bytes], int]
+#: Put a body on a tube as another client would, and return where the job is.
+RawPut = Callable[[str, bytes], JobRef]
 
 #: How long a handler may take to drain a tube before the test fails, in seconds.
 DRAIN_TIMEOUT = 20.0
@@ -72,7 +73,7 @@ class MemoryCase(BackendCase):
     def raw_put(self, queues: QueueFactory, request: pytest.FixtureRequest) -> RawPut:
         """Return a put straight into the backend, below the codec."""
 
-        def put_memory(tube: str, body: bytes) -> int:
+        def put_memory(tube: str, body: bytes) -> JobRef:
             return queues.backend.put(tube, body, priority=0, delay=0, ttr=60)
 
         return put_memory
@@ -98,11 +99,12 @@ class BeanstalkdCase(BackendCase):
 
     def raw_put(self, queues: QueueFactory, request: pytest.FixtureRequest) -> RawPut:
         """Return a put through a greenstalk client of its own."""
-        host, port = self.url(request).removeprefix("beanstalk://").split(":")
+        address = self.url(request).removeprefix("beanstalk://")
+        host, port = address.split(":")
 
-        def put_greenstalk(tube: str, body: bytes) -> int:
+        def put_greenstalk(tube: str, body: bytes) -> JobRef:
             with greenstalk.Client((host, int(port)), encoding=None, use=tube) as client:
-                return client.put(body, priority=0)
+                return JobRef(client.put(body, priority=0), address)
 
         return put_greenstalk
 

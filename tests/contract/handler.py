@@ -20,7 +20,7 @@ from queue_beanstalk import (
     Retry,
 )
 
-from ..support import eventually, gone
+from ..support import eventually, gone, put_job
 from .cases import BackendCase, RawPut
 
 
@@ -106,7 +106,7 @@ class HandlerContract(BackendCase):
             release.wait(10)
 
         handler = queues.handler(slow, tube)
-        job_id = queues.get(tube).put(Message("slow"))
+        job = put_job(queues.get(tube), Message("slow"))
         handler.start()
         assert entered.wait(5)
         handler.stop()
@@ -114,7 +114,7 @@ class HandlerContract(BackendCase):
         release.set()
         assert handler.wait(5)
         with pytest.raises(NotFound):
-            queues.backend.stats_job(job_id)
+            queues.backend.stats_job(job)
 
     def test_a_failing_message_is_tried_max_attempts_times_then_buried(
         self,
@@ -131,10 +131,10 @@ class HandlerContract(BackendCase):
 
         handler = queues.handler(fail, tube, max_attempts=3, retry_delay=0)
         stopping.append(handler)
-        job_id = queues.get(tube).put(Message("doomed"))
+        job = put_job(queues.get(tube), Message("doomed"))
         handler.start()
-        self.drain(queues, tube, until=lambda: queues.backend.stats_job(job_id).state == "buried")
-        stats = queues.backend.stats_job(job_id)
+        self.drain(queues, tube, until=lambda: queues.backend.stats_job(job).state == "buried")
+        stats = queues.backend.stats_job(job)
         assert (stats.reserves, stats.releases, stats.buries) == (3, 2, 1)
         assert len(calls) == 3
         failures = [r for r in caplog.records if "handler function failed" in r.getMessage()]
@@ -202,9 +202,9 @@ class HandlerContract(BackendCase):
 
         handler = queues.handler(later, tube, max_attempts=1)
         stopping.append(handler)
-        job_id = queues.get(tube).put(Message("later"))
+        job = put_job(queues.get(tube), Message("later"))
         handler.start()
-        self.drain(queues, tube, until=lambda: len(calls) == 2 and gone(queues, job_id))
+        self.drain(queues, tube, until=lambda: len(calls) == 2 and gone(queues, job))
         assert calls[1] - calls[0] >= 1.0
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
@@ -221,9 +221,9 @@ class HandlerContract(BackendCase):
 
         handler = queues.handler(retry_twice_then_fail, tube, max_attempts=3, retry_delay=0)
         stopping.append(handler)
-        job_id = queues.get(tube).put(Message("patient"))
+        job = put_job(queues.get(tube), Message("patient"))
         handler.start()
-        self.drain(queues, tube, until=lambda: queues.backend.stats_job(job_id).state == "buried")
+        self.drain(queues, tube, until=lambda: queues.backend.stats_job(job).state == "buried")
         assert len(calls) == 3
 
     def test_bury_buries_at_once(
@@ -237,10 +237,10 @@ class HandlerContract(BackendCase):
 
         handler = queues.handler(bury, tube)
         stopping.append(handler)
-        job_id = queues.get(tube).put(Message("bury-me"))
+        job = put_job(queues.get(tube), Message("bury-me"))
         handler.start()
-        self.drain(queues, tube, until=lambda: queues.backend.stats_job(job_id).state == "buried")
-        assert queues.backend.stats_job(job_id).buries == 1
+        self.drain(queues, tube, until=lambda: queues.backend.stats_job(job).state == "buried")
+        assert queues.backend.stats_job(job).buries == 1
         assert len(calls) == 1
 
     def test_a_callback_running_past_its_ttr_keeps_the_message(
@@ -255,15 +255,15 @@ class HandlerContract(BackendCase):
             finished.set()
 
         handler = queues.handler(slow, tube, concurrency=2)
-        job_id = queues.get(tube).put(Message("slow"), ttr=1)
+        job = put_job(queues.get(tube), Message("slow"), ttr=1)
         handler.start()
         # No stats-job while the callback runs: on beanstalkd 1.12, commands from
         # other connections can hold back a TTR expiry and hide a missing touch.
         assert finished.wait(10)
         handler.stop()
         assert handler.wait(5)
-        assert calls == [job_id]
-        assert gone(queues, job_id)
+        assert calls == [job.id]
+        assert gone(queues, job)
 
     @pytest.mark.parametrize(
         "body", [b"\x00 not json", b"\xc3\x28 not utf-8", b'{"action": ["wrong", "shape"]}']
@@ -352,9 +352,9 @@ class HandlerContract(BackendCase):
 
         handler = queues.handler(release_it, tube)
         stopping.append(handler)
-        job_id = queue.put(Message("self-settled"))
+        job = put_job(queue, Message("self-settled"))
         handler.start()
-        self.drain(queues, tube, until=lambda: len(handled) == 2 and gone(queues, job_id))
+        self.drain(queues, tube, until=lambda: len(handled) == 2 and gone(queues, job))
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
     def test_handler_arguments_are_checked(self, queues: QueueFactory, tube: str) -> None:
@@ -402,10 +402,10 @@ class HandlerContract(BackendCase):
 
         handler = queues.handler(fail, tube, max_attempts=2, retry_delay=0)
         stopping.append(handler)
-        job_id = queues.get(tube).put(Message("urgent"), priority=5)
+        job = put_job(queues.get(tube), Message("urgent"), priority=5)
         handler.start()
-        self.drain(queues, tube, until=lambda: queues.backend.stats_job(job_id).state == "buried")
-        stats = queues.backend.stats_job(job_id)
+        self.drain(queues, tube, until=lambda: queues.backend.stats_job(job).state == "buried")
+        stats = queues.backend.stats_job(job)
         assert (stats.releases, stats.priority) == (1, 5)
 
     def test_the_keeper_ends_after_stop_even_without_wait(

@@ -9,7 +9,7 @@ import pytest
 
 from queue_beanstalk import Message, MessageTooBig, PutManyError, QueueFactory, Timeout
 
-from ..support import eventually, gone
+from ..support import eventually, gone, put_job, ref
 from .cases import BackendCase
 
 
@@ -33,9 +33,10 @@ class PipeliningContract(BackendCase):
 
     def test_put_many_applies_delay_priority_and_ttr(self, queues: QueueFactory, tube: str) -> None:
         queue = queues.get(tube)
-        ids = queue.put_many([Message("a"), Message("b")], delay=30, priority=7, ttr=9)
-        for job_id in ids:
-            stats = queues.backend.stats_job(job_id)
+        messages = [Message("a"), Message("b")]
+        queue.put_many(messages, delay=30, priority=7, ttr=9)
+        for message in messages:
+            stats = queues.backend.stats_job(ref(message))
             assert (stats.state, stats.priority, stats.ttr) == ("delayed", 7, 9)
         with pytest.raises(Timeout):
             queue.get(timeout=0)
@@ -70,7 +71,8 @@ class PipeliningContract(BackendCase):
             with lock:
                 handled.append(message.id)
 
-        ids = queues.get(tube).put_many([Message("n", [str(n)]) for n in range(300)])
+        messages = [Message("n", [str(n)]) for n in range(300)]
+        ids = queues.get(tube).put_many(messages)
         handler = queues.handler(record, tube, concurrency=concurrency)
         handler.start()
         try:
@@ -79,7 +81,7 @@ class PipeliningContract(BackendCase):
             handler.stop()
             assert handler.wait(10)
         assert sorted(i for i in handled if i is not None) == ids
-        assert all(gone(queues, job_id) for job_id in ids)
+        assert all(gone(queues, ref(message)) for message in messages)
 
     def test_stop_after_a_message_is_still_prompt(self, queues: QueueFactory, tube: str) -> None:
         handled: list[Message] = []
@@ -97,7 +99,7 @@ class PipeliningContract(BackendCase):
         self, queues: QueueFactory, tube: str
     ) -> None:
         queue = queues.get(tube)
-        job_id = queue.put(Message("slow"))
+        job = put_job(queue, Message("slow"))
         first, second = queues.backend.consumer([tube]), queues.backend.consumer([tube])
         try:
             held = first.reserve(1)
@@ -109,15 +111,15 @@ class PipeliningContract(BackendCase):
             queues.backend.release(held.lease, priority=0, delay=0)
             again = second.reserve(1)
             assert again is not None
-            assert again.job_id == job_id
+            assert again.lease.ref == job
             assert held.lease.claim()
             deleted, nothing = first.delete_and_reserve(held.lease, 0)
             assert (deleted, nothing) == (False, None)
-            assert queues.backend.stats_job(job_id).state == "reserved"
+            assert queues.backend.stats_job(job).state == "reserved"
             assert again.lease.claim()
             deleted, nothing = second.delete_and_reserve(again.lease, 0)
             assert (deleted, nothing) == (True, None)
-            assert gone(queues, job_id)
+            assert gone(queues, job)
         finally:
             first.close()
             second.close()
@@ -125,13 +127,13 @@ class PipeliningContract(BackendCase):
     def test_closing_a_consumer_gives_back_what_it_holds(
         self, queues: QueueFactory, tube: str
     ) -> None:
-        job_id = queues.get(tube).put(Message("held"))
+        job = put_job(queues.get(tube), Message("held"))
         consumer = queues.backend.consumer([tube])
         held = consumer.reserve(1)
         assert held is not None
-        assert queues.backend.stats_job(job_id).state == "reserved"
+        assert queues.backend.stats_job(job).state == "reserved"
         consumer.close()
         if self.has_server:
-            eventually(lambda: queues.backend.stats_job(job_id).state == "ready", timeout=5)
+            eventually(lambda: queues.backend.stats_job(job).state == "ready", timeout=5)
         else:
-            assert queues.backend.stats_job(job_id).state == "ready"
+            assert queues.backend.stats_job(job).state == "ready"

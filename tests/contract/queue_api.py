@@ -22,6 +22,7 @@ from queue_beanstalk import (
 )
 from queue_beanstalk.backend import Lease, Reserved
 
+from ..support import put_job
 from .cases import BackendCase, RawPut
 
 # beanstalkd waits in whole seconds, so a wait may end up to a second late;
@@ -127,15 +128,15 @@ class QueueContract(BackendCase):
     def test_reserve_returns_a_reserved_with_its_fields_in_order(
         self, queues: QueueFactory, tube: str
     ) -> None:
-        job_id = queues.get(tube).put(Message("reserved", ["a"]))
+        job = put_job(queues.get(tube), Message("reserved", ["a"]))
         reserved = queues.backend.reserve((tube,), 1)
         assert type(reserved) is Reserved
         assert reserved == Reserved(reserved.job_id, reserved.body, reserved.tube, reserved.lease)
-        assert reserved.job_id == job_id
+        assert reserved.lease.ref == job
         assert queues.codec.decode(reserved.body) == Message("reserved", ["a"])
         assert reserved.tube == tube
         assert isinstance(reserved.lease, Lease)
-        assert (reserved.lease.job_id, reserved.lease.tube) == (job_id, tube)
+        assert (reserved.lease.job_id, reserved.lease.tube) == (job.id, tube)
         queues.backend.delete(reserved.lease)
 
     def test_priority_orders_ready_messages(self, queues: QueueFactory, tube: str) -> None:
@@ -161,32 +162,32 @@ class QueueContract(BackendCase):
 
     def test_release_now_gives_the_same_id_back(self, queues: QueueFactory, tube: str) -> None:
         queue = queues.get(tube)
-        job_id = queue.put(Message("again"))
+        job = put_job(queue, Message("again"))
         queue.release(queue.get(timeout=1))
         got = queue.get(timeout=1)
-        assert got.id == job_id
-        assert queues.backend.stats_job(job_id).releases == 1
+        assert got.id == job.id
+        assert queues.backend.stats_job(job).releases == 1
         queue.delete(got)
 
     def test_release_with_delay_hides_then_gives_the_same_id_back(
         self, queues: QueueFactory, tube: str
     ) -> None:
         queue = queues.get(tube)
-        job_id = queue.put(Message("again"))
+        job = put_job(queue, Message("again"))
         queue.release(queue.get(timeout=1), delay=1)
-        assert queues.backend.stats_job(job_id).state == "delayed"
+        assert queues.backend.stats_job(job).state == "delayed"
         with pytest.raises(Timeout):
             queue.get(timeout=0)
         got = queue.get(timeout=3)
-        assert got.id == job_id
+        assert got.id == job.id
         queue.delete(got)
 
     def test_after_delete_nothing_is_left(self, queues: QueueFactory, tube: str) -> None:
         queue = queues.get(tube)
-        job_id = queue.put(Message("once"))
+        job = put_job(queue, Message("once"))
         queue.delete(queue.get(timeout=1))
         with pytest.raises(NotFound):
-            queues.backend.stats_job(job_id)
+            queues.backend.stats_job(job)
         with pytest.raises(Timeout):
             queue.get(timeout=0)
 
@@ -237,15 +238,15 @@ class QueueContract(BackendCase):
         self, queues: QueueFactory, tube: str
     ) -> None:
         queue = queues.get(tube)
-        job_id = queue.put(Message("dead-letter"))
+        job = put_job(queue, Message("dead-letter"))
         queue.bury(queue.get(timeout=1))
-        stats = queues.backend.stats_job(job_id)
+        stats = queues.backend.stats_job(job)
         assert (stats.state, stats.buries) == ("buried", 1)
         with pytest.raises(Timeout):
             queue.get(timeout=0)
-        queues.backend.kick_job(job_id)
+        queues.backend.kick_job(job)
         got = queue.get(timeout=1)
-        assert got.id == job_id
+        assert got.id == job.id
         queue.delete(got)
 
     def test_reservation_ends_after_its_ttr(self, queues: QueueFactory, tube: str) -> None:
@@ -255,7 +256,7 @@ class QueueContract(BackendCase):
         held: list[Message] = []
         for attempt in range(3 if self.misses_idle_ttr else 1):
             queue = queues.get(f"{tube}-{attempt}")
-            job_id = queue.put(Message("slow"), ttr=1)
+            job = put_job(queue, Message("slow"), ttr=1)
             first = queue.get(timeout=1)
             held.append(first)
             with contextlib.suppress(Timeout):
@@ -263,8 +264,8 @@ class QueueContract(BackendCase):
                 break
         else:
             pytest.fail("the server never handed the message out again after its ttr")
-        assert second.id == job_id
-        assert queues.backend.stats_job(job_id).timeouts == 1
+        assert second.id == job.id
+        assert queues.backend.stats_job(job).timeouts == 1
         with pytest.raises(NotFound):
             queue.release(first)
         queue.delete(second)
@@ -314,7 +315,7 @@ class QueueContract(BackendCase):
         queue.put(Message("next"))
         with pytest.raises(DecodeError) as caught:
             queue.get(timeout=1)
-        assert caught.value.job_id == bad_id
+        assert (caught.value.job_id, caught.value.server) == bad_id
         assert caught.value.body == body
         assert caught.value.queue == tube
         assert queues.backend.stats_job(bad_id).state == "buried"
@@ -403,12 +404,12 @@ class QueueContract(BackendCase):
         self, queues: QueueFactory, tube: str
     ) -> None:
         queue = queues.get(tube)
-        job_id = queue.put(Message("handoff"))
+        job = put_job(queue, Message("handoff"))
         with ThreadPoolExecutor(1) as pool:
             got = pool.submit(queue.get, 1).result()
         queue.delete(got)
         with pytest.raises(NotFound):
-            queues.backend.stats_job(job_id)
+            queues.backend.stats_job(job)
 
     def test_concurrent_deletes_of_one_message_settle_it_once(
         self, queues: QueueFactory, tube: str

@@ -50,7 +50,7 @@ class SettleAfterCloseContract(BackendCase):
         self, queues: QueueFactory, tube: str, settle: str
     ) -> None:
         backend = queues.backend
-        job_id = backend.put(tube, b"held", priority=0, delay=0, ttr=60)
+        job = backend.put(tube, b"held", priority=0, delay=0, ttr=60)
         consumer = backend.consumer([tube])
         reserved = consumer.reserve(1)
         assert reserved is not None
@@ -58,7 +58,7 @@ class SettleAfterCloseContract(BackendCase):
         with pytest.raises(NotFound):
             LEASE_SETTLES[settle](backend, reserved.lease)
         # The job went back, untouched by the settle.
-        stats = backend.stats_job(job_id)
+        stats = backend.stats_job(job)
         assert (stats.state, stats.releases, stats.buries) == ("ready", 0, 0)
 
     def test_a_consumer_reserves_again_after_close(self, queues: QueueFactory, tube: str) -> None:
@@ -73,7 +73,7 @@ class SettleAfterCloseContract(BackendCase):
         assert again.job_id == first.job_id
         backend.delete(again.lease)
         with pytest.raises(NotFound):
-            backend.stats_job(first.job_id)
+            backend.stats_job(first.lease.ref)
         consumer.close()
 
     def test_job_commands_after_the_factory_closed_raise(
