@@ -11,15 +11,17 @@ Example::
 
 import typing
 
-from .backend import Backend, Consumer, JobStats, Lease, Reserved
+from .backend import Backend, Consumer, JobRef, JobStats, Lease, Reserved
 from .codec import Codec, JsonCodec
 from .errors import (
+    CommandRefused,
     DecodeError,
     HandlerNotRunning,
     InvalidName,
     MessageTooBig,
     NotFound,
     PutManyError,
+    PutOutcomeUnknown,
     QueueConnectionError,
     QueueError,
     ServerError,
@@ -34,6 +36,7 @@ from .retries import Bury, Retry, exponential_backoff
 if typing.TYPE_CHECKING:
     from .backends.beanstalk import BeanstalkBackend
     from .backends.memory import MemoryBackend
+    from .backends.servers import ServersBackend
 
 __version__ = "0.1.0"
 
@@ -42,6 +45,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "BeanstalkBackend": "queue_beanstalk.backends.beanstalk",
     "MemoryBackend": "queue_beanstalk.backends.memory",
+    "ServersBackend": "queue_beanstalk.backends.servers",
 }
 
 
@@ -62,11 +66,13 @@ __all__ = [
     "BeanstalkBackend",
     "Bury",
     "Codec",
+    "CommandRefused",
     "Consumer",
     "DecodeError",
     "Handler",
     "HandlerNotRunning",
     "InvalidName",
+    "JobRef",
     "JobStats",
     "JsonCodec",
     "Lease",
@@ -75,6 +81,7 @@ __all__ = [
     "MessageTooBig",
     "NotFound",
     "PutManyError",
+    "PutOutcomeUnknown",
     "Queue",
     "QueueConnectionError",
     "QueueError",
@@ -82,6 +89,7 @@ __all__ = [
     "Reserved",
     "Retry",
     "ServerError",
+    "ServersBackend",
     "Timeout",
     "exponential_backoff",
     "factory",

@@ -124,7 +124,7 @@ def check_priority(priority: object) -> int:
     return priority
 
 
-def from_text(value: object, kind: type[int] | type[float], name: str) -> object:
+def from_text(value: object, kind: type[int] | type[float] | type[str], name: str) -> object:
     """Convert an option that came as URL query text to ``kind``; pass other values through.
 
     The value is checked afterwards by whatever takes the option.

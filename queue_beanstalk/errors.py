@@ -7,8 +7,12 @@ caller may catch either::
     QueueError
     ├── Timeout                 (also TimeoutError)  get() found no message in time
     ├── QueueConnectionError    (also ConnectionError) the server could not be
-    │                           reached, the connection broke or desynchronised,
-    │                           or every allowed connection stayed busy
+    │   │                       reached, the connection broke or desynchronised,
+    │   │                       or every allowed connection stayed busy
+    │   ├── PutOutcomeUnknown                        a put was sent and its reply never
+    │   │                       came: the server may have stored it
+    │   └── CommandRefused                           the server called a command malformed
+    │                           (BAD_FORMAT, EXPECTED_CRLF, ...): a bug, never retried
     ├── InvalidName             (also ValueError)    a queue name the server would refuse
     ├── MessageTooBig           (also ValueError)    an encoded body over the server's limit
     ├── NotFound                (also LookupError)   delete/release of a message that is
@@ -32,12 +36,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "CommandRefused",
     "DecodeError",
     "HandlerNotRunning",
     "InvalidName",
     "MessageTooBig",
     "NotFound",
     "PutManyError",
+    "PutOutcomeUnknown",
     "QueueConnectionError",
     "QueueError",
     "ServerError",
@@ -62,8 +68,31 @@ class QueueConnectionError(QueueError, ConnectionError):
 
     def __init__(self, message: str, address: str) -> None:
         super().__init__(f"{message} (server {address})")
+        #: What went wrong, without the address.
+        self.reason = message
         #: The server address, as ``host:port``.
         self.address = address
+
+
+class PutOutcomeUnknown(QueueConnectionError):
+    """A put went out and the connection failed before its reply: it may have been stored.
+
+    Putting the message again may store it twice; not putting it may lose it.
+    """
+
+
+class CommandRefused(QueueConnectionError):
+    """The server called a command malformed; the connection was dropped.
+
+    A disagreement about the protocol (``BAD_FORMAT``, ``EXPECTED_CRLF``,
+    ``UNKNOWN_COMMAND``, ...) is a bug on one side: sending the same command
+    again, or elsewhere, would fail the same way.
+    """
+
+    def __init__(self, message: str, address: str, reply: str) -> None:
+        super().__init__(message, address)
+        #: The server's status word.
+        self.reply = reply
 
 
 class InvalidName(QueueError, ValueError):

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
-from urllib.parse import SplitResult
+from urllib.parse import SplitResult, urlsplit
 
 from ..backend import Backend, Consumer, JobRef, JobStats, Lease, Reserved
 from ..checks import Seconds, check_count, from_text, positive_seconds, to_seconds
@@ -34,6 +34,7 @@ from ..errors import (
     MessageTooBig,
     NotFound,
     PutManyError,
+    PutOutcomeUnknown,
     QueueConnectionError,
     QueueError,
     Timeout,
@@ -62,13 +63,17 @@ T = TypeVar("T")
 LOWER_ERRORS = (Refused, ProtocolError, OSError)
 
 # The options from_url takes, and what the text of each in a URL query becomes.
-_OPTION_KINDS: dict[str, type[int] | type[float]] = {
+_OPTION_KINDS: dict[str, type[int] | type[float] | type[str]] = {
     "connect_timeout": float,
     "timeout": float,
     "max_idle": int,
     "max_connections": int,
     "retry_for": float,
+    "uncertain_puts": str,
 }
+
+#: What ``uncertain_puts`` may say to do with a put sent but never answered.
+UNCERTAIN_PUTS = ("resend", "raise")
 
 # put_many sends its puts in batches of at most this many commands or bytes:
 # enough to hide the round trip, small enough to bound the memory they take.
@@ -131,8 +136,13 @@ class BeanstalkBackend(Backend):
     :param retry_for: seconds during which ``put`` and ``put_many`` (and the
         other commands that hold no reservation, but not a reserve) are tried
         again, with jittered backoff, after a connection failure; 0 raises at
-        once. A put retried after a failure mid-command may be stored twice
-        (at-least-once).
+        once.
+    :param uncertain_puts: what to do with a put that was sent when its
+        connection failed, before the reply (the server may have stored it):
+        ``"resend"`` it within ``retry_for`` (at-least-once: it may be stored
+        twice), or ``"raise"`` :class:`~queue_beanstalk.PutOutcomeUnknown` at
+        once (at-most-once, for whoever puts it again). With ``retry_for`` 0,
+        both raise it.
     """
 
     options = frozenset(_OPTION_KINDS)
@@ -147,7 +157,14 @@ class BeanstalkBackend(Backend):
         max_idle: int = 16,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         retry_for: Seconds = 0,
+        uncertain_puts: str = "resend",
     ) -> None:
+        if uncertain_puts not in UNCERTAIN_PUTS:
+            raise ValueError(
+                f"uncertain_puts must be one of {', '.join(UNCERTAIN_PUTS)}, not {uncertain_puts!r}"
+            )
+        #: Whether a put sent but never answered is sent again (within retry_for).
+        self.resends_uncertain_puts = uncertain_puts == "resend"
         self._host = host
         self._port = port
         #: The server, as ``host:port`` (``[host]:port`` for an IPv6 address).
@@ -171,11 +188,16 @@ class BeanstalkBackend(Backend):
         self._max_job_size: int | None = None
 
     @classmethod
-    def from_url(cls, url: SplitResult, options: Mapping[str, object]) -> BeanstalkBackend:
+    def from_url(cls, url: SplitResult, options: Mapping[str, object]) -> Backend:
         """Return a backend for ``beanstalk://host[:port]`` (port 11300 by default).
 
+        Several servers, ``beanstalk://host1[:port],host2[:port],...``, make a
+        :class:`~queue_beanstalk.ServersBackend` over them, each server taking
+        the options given.
+
         :raises ValueError: for a path, a user or password (beanstalkd has no
-            authentication), a port out of 1-65535, or a bad option value.
+            authentication), a port out of 1-65535, an empty or repeated server
+            in a list, or a bad option value.
         """
         if url.path not in ("", "/"):
             raise ValueError(f"a beanstalk:// URL takes no path, not {url.geturl()!r}")
@@ -184,17 +206,17 @@ class BeanstalkBackend(Backend):
             raise ValueError(
                 "a beanstalk:// URL takes no user or password: beanstalkd has no authentication"
             )
-        try:
-            port = url.port
-        except ValueError as exc:
-            raise ValueError(f"bad port in {url.geturl()!r}: {exc}") from exc
-        if port == 0:
-            raise ValueError(f"bad port in {url.geturl()!r}: port must be 1-65535, not 0")
         # Only converted from the query's text here; __init__ checks every value.
         keywords: dict[str, Any] = {
             name: from_text(value, _OPTION_KINDS[name], name) for name, value in options.items()
         }
-        return cls(url.hostname or DEFAULT_HOST, DEFAULT_PORT if port is None else port, **keywords)
+        netlocs = url.netloc.split(",")
+        servers = [_server(url, netloc, netlocs) for netloc in netlocs]
+        if len(servers) == 1:
+            return cls(*servers[0], **keywords)
+        from .servers import ServersBackend  # it is built of this module's backends
+
+        return ServersBackend(servers, **keywords)
 
     def put(self, tube: str, body: bytes, *, priority: int, delay: int, ttr: int) -> JobRef:
         """Store a job; see :meth:`Backend.put`.
@@ -210,14 +232,27 @@ class BeanstalkBackend(Backend):
             if size > limit:
                 raise MessageTooBig(size, limit)
         command = protocol.put(body, priority, delay, ttr)
+        unanswered = [0]  # tries sent whose reply never came
         try:
-            return JobRef(
-                self._borrow(self._put_on, tube, command, size, limit, tube=tube), self.address
+            job_id = self._borrow(
+                self._put_on,
+                tube,
+                command,
+                size,
+                limit,
+                unanswered,
+                tube=tube,
+                may_retry=lambda: self.resends_uncertain_puts or not unanswered[0],
             )
         except MessageTooBig as exc:
             # The server's limit is lower than was known (a restart with a lower
             # -z); asked now that the put's connection is back in the pool.
             raise MessageTooBig(size, self._ask_max_job_size()) from exc
+        except QueueConnectionError as exc:
+            if unanswered[0] and not isinstance(exc, PutOutcomeUnknown):
+                raise _uncertain(exc) from exc
+            raise
+        return JobRef(job_id, self.address)
 
     def put_many(
         self, tube: str, bodies: Sequence[bytes], *, priority: int, delay: int, ttr: int
@@ -229,12 +264,23 @@ class BeanstalkBackend(Backend):
         """
         done = _PutMany((priority, delay, ttr), self._max_job_size or self.max_job_size())
         try:
-            self._borrow(self._put_many_on, tube, bodies, done, tube=tube)
+            self._borrow(
+                self._put_many_on,
+                tube,
+                bodies,
+                done,
+                tube=tube,
+                may_retry=lambda: self.resends_uncertain_puts or not done.unanswered,
+            )
         except QueueConnectionError as exc:
             if not done.sent:
                 raise  # nothing was sent: nothing can have been stored
             jobs = self._refs(done.ids)
-            unknown = {index: exc for index in range(len(jobs), len(bodies))}
+            uncertain = _uncertain(exc)
+            unknown: dict[int, QueueError] = {
+                index: uncertain if index < done.unanswered else exc
+                for index in range(len(jobs), len(bodies))
+            }
             raise PutManyError(jobs + [None] * len(unknown), {**done.errors, **unknown}) from exc
         if done.errors:
             if any(isinstance(error, MessageTooBig) for error in done.errors.values()):
@@ -345,14 +391,15 @@ class BeanstalkBackend(Backend):
         command: Callable[..., T],
         *args: object,
         tube: str | None = None,
+        may_retry: Callable[[], bool] | None = None,
     ) -> T:
         """Run ``command(conn, *args)`` on a pooled connection ``conn``, through :meth:`_run`.
 
         The pool prefers one using ``tube``. Connection failures are retried
-        for ``retry_for`` seconds (a reserve, whose caller owns its timeout,
-        does not come here).
+        for ``retry_for`` seconds, unless ``may_retry()`` says no (a reserve,
+        whose caller owns its timeout, does not come here).
         """
-        backoff: _Backoff | None = None  # made at the first failure: most calls never need it
+        backoff: Backoff | None = None  # made at the first failure: most calls never need it
         while True:
             try:
                 conn = self._pool.checkout(tube)
@@ -361,8 +408,10 @@ class BeanstalkBackend(Backend):
                 finally:
                     self._pool.checkin(conn)
             except QueueConnectionError:
+                if may_retry is not None and not may_retry():
+                    raise
                 if backoff is None:
-                    backoff = _Backoff(self._retry_for)
+                    backoff = Backoff(self._retry_for)
                 if not backoff.pause():
                     raise
 
@@ -414,14 +463,26 @@ class BeanstalkBackend(Backend):
         if ends:
             self._pool.trim()  # the settle may have freed a connection beyond max_idle
 
-    def _put_on(self, conn: Connection, tube: str, command: Command, size: int, limit: int) -> int:
+    def _put_on(
+        self,
+        conn: Connection,
+        tube: str,
+        command: Command,
+        size: int,
+        limit: int,
+        unanswered: list[int],
+    ) -> int:
         if conn.used != tube:
             self._use(conn, tube)
         data, expected = command
+        unanswered[0] += 1
         conn.wire.send(data)
         try:
-            return conn.wire.reply_int(expected)
+            job_id = conn.wire.reply_int(expected)
+            unanswered[0] -= 1
+            return job_id
         except Refused as refused:
+            unanswered[0] -= 1
             outcome = self._put_refused(refused, size, limit)
             if isinstance(outcome, int):
                 return outcome
@@ -472,6 +533,7 @@ class BeanstalkBackend(Backend):
 
     def _put_batch(self, conn: Connection, batch: bytes, sizes: list[int], done: _PutMany) -> None:
         """Send a batch of puts and read their replies; record a refusal, go on."""
+        done.unanswered = len(done.ids) + len(sizes)
         conn.wire.send(batch)
         ids = done.ids
         for size in sizes:
@@ -480,12 +542,17 @@ class BeanstalkBackend(Backend):
             except Refused as refused:
                 outcome = self._put_refused(refused, size, done.limit)
                 if isinstance(outcome, QueueConnectionError):
-                    raise  # the stream cannot be trusted: the rest are unknown
+                    # This one was refused, so not stored; the stream cannot
+                    # be trusted after it: the rest are unknown.
+                    done.errors[len(ids)] = outcome
+                    ids.append(None)
+                    raise
                 if isinstance(outcome, int):
                     ids.append(outcome)
                 else:
                     done.errors[len(ids)] = outcome
                     ids.append(None)
+        done.unanswered = 0
 
     def _reserve_on(self, conn: Connection, tubes: tuple[str, ...], timeout: float) -> Reserved:
         """Reserve from ``tubes`` on ``conn``, held."""
@@ -734,7 +801,7 @@ class _BeanstalkConsumer(Consumer):
 class _PutMany:
     """What a put_many has done so far: ids (None where refused), errors by position."""
 
-    __slots__ = ("errors", "ids", "limit", "options", "sent")
+    __slots__ = ("errors", "ids", "limit", "options", "sent", "unanswered")
 
     def __init__(self, options: tuple[int, int, int], limit: int) -> None:
         #: priority, delay and ttr of every put.
@@ -745,9 +812,12 @@ class _PutMany:
         self.errors: dict[int, QueueError] = {}
         #: Whether any put went out (and so may have been stored).
         self.sent = False
+        #: While a batch is out: the end of it (its puts from len(ids) on are
+        #: unanswered); 0 otherwise.
+        self.unanswered = 0
 
 
-class _Backoff:
+class Backoff:
     """Jittered, doubling pauses between tries after connection failures, within a budget."""
 
     __slots__ = ("_failures", "_give_up")
@@ -781,6 +851,28 @@ def _batch(
         size += len(command)
         end += 1
     return end, b"".join(commands)
+
+
+def _server(url: SplitResult, netloc: str, every: list[str]) -> tuple[str, int]:
+    """Return the host and port of ``netloc``, one ``host[:port]`` of ``url``'s list ``every``."""
+    if not netloc and len(every) > 1:
+        raise ValueError(f"an empty server in the list of {url.geturl()!r}")
+    one = urlsplit(f"//{netloc}")
+    try:
+        port = one.port
+    except ValueError as exc:
+        raise ValueError(f"bad port in {url.geturl()!r}: {exc}") from exc
+    if port == 0:
+        raise ValueError(f"bad port in {url.geturl()!r}: port must be 1-65535, not 0")
+    return one.hostname or DEFAULT_HOST, DEFAULT_PORT if port is None else port
+
+
+def _uncertain(exc: QueueConnectionError) -> PutOutcomeUnknown:
+    """Return the error of a put sent on a connection that failed before its reply."""
+    return PutOutcomeUnknown(
+        f"the put was sent but its reply never came, so it may have been stored: {exc.reason}",
+        exc.address,
+    )
 
 
 def _lost(lease: Lease, cause: QueueConnectionError | None = None) -> NotFound:

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from ..backend import JobStats
-from ..errors import NotFound, QueueConnectionError, QueueError, ServerError, Timeout
+from ..errors import CommandRefused, NotFound, QueueError, ServerError, Timeout
 
 __all__ = [
     "ERROR_STATUSES",
@@ -161,7 +161,8 @@ def refusal_error(refused: Refused, address: str) -> QueueError:
     A refusal that means the client and the server disagree about the
     conversation (BAD_FORMAT, UNKNOWN_COMMAND, EXPECTED_CRLF, NOT_IGNORED,
     JOB_TOO_BIG, and DEADLINE_SOON anywhere but in a reserve's reply) is a
-    :class:`QueueConnectionError`: the connection can no longer be trusted.
+    :class:`CommandRefused` (a QueueConnectionError): the connection can no
+    longer be trusted, and the command must not be sent again.
     """
     if refused.status == "TIMED_OUT":
         return Timeout(f"no message within the timeout (server {address})")
@@ -170,7 +171,7 @@ def refusal_error(refused: Refused, address: str) -> QueueError:
     reason = _SERVER_REFUSALS.get(refused.status)
     if reason is not None:
         return ServerError(reason, refused.status)
-    return QueueConnectionError(f"unexpected reply {refused.status}", address)
+    return CommandRefused(f"unexpected reply {refused.status}", address, refused.status)
 
 
 def number(value: bytes) -> int:
