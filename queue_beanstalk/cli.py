@@ -14,8 +14,8 @@ Exit codes, also module constants::
 
     EXIT_OK           0    the command succeeded
     EXIT_ERROR        1    a queue error other than a connection failure (for
-                           example the server refused a command), or the demo
-                           saw the library behave unexpectedly
+                           example the server refused a command), or the demo's
+                           messages were not all settled in time
     EXIT_USAGE        2    a bad command line (argparse's own code)
     EXIT_CONNECTION   3    the queue server could not be reached, or the
                            connection broke
@@ -107,10 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="show a handler at work on two queues, then time a burst of messages",
-        description="Use the Queue API by hand, then run a handler with 4 workers while a "
-        "producer puts messages on two queues: delayed ones, failing ones that are retried, "
-        "one that ends buried. Prints progress, checks on the server where each message "
-        "went, then times a burst of no-op messages through a handler.",
+        description="Use the Queue API by hand, then run a handler with 4 workers on "
+        "messages put on two queues: delayed ones, failing ones that are retried, one that "
+        "ends buried; prints each of their calls. Then times a burst of no-op messages "
+        "through a handler.",
     )
     demo.add_argument(
         "--url",
@@ -160,7 +160,7 @@ def _demo(args: argparse.Namespace) -> int:
     # do not need.
     from . import demo
 
-    return EXIT_OK if demo.run(args.url, args.messages, sys.stdout) == 0 else EXIT_ERROR
+    return EXIT_OK if demo.run(args.url, args.messages, sys.stdout).settled else EXIT_ERROR
 
 
 def _worker(args: argparse.Namespace) -> int:
