@@ -20,8 +20,7 @@ import pytest
 from queue_beanstalk import Handler, QueueFactory, factory
 from queue_beanstalk.testing import BeanstalkdNotFound, BeanstalkdServer
 
-from .contract.cases import BACKENDS, BackendCase
-from .contract.cases import RawPut as RawPut  # re-exported: older test modules import it here
+from .contract.cases import BackendCase, RawPut
 from .support import FakeBeanstalkd, Reply
 
 BEANSTALKD_IMAGE = "schickling/beanstalkd:latest"
@@ -98,21 +97,9 @@ def stopping() -> Iterator[list[Handler]]:
         assert handler.wait(10)
 
 
-@pytest.fixture(params=list(BACKENDS))
-def backend_name(request: pytest.FixtureRequest) -> str:
-    """The name of the backend a test outside the contract classes runs against."""
-    return str(request.param)
-
-
-@pytest.fixture
-def backend_case(backend_name: str) -> BackendCase:
-    """The backend a test runs against; a contract class supplies its own instead."""
-    return BACKENDS[backend_name]()
-
-
 @pytest.fixture
 def queues(backend_case: BackendCase, request: pytest.FixtureRequest) -> Iterator[QueueFactory]:
-    """A QueueFactory on the test's backend, closed after the test."""
+    """A QueueFactory on the backend of the test's contract class, closed after the test."""
     with factory(backend_case.url(request)) as made:
         yield made
 

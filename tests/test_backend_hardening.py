@@ -2,12 +2,13 @@
 
 Server misbehaviour a real beanstalkd will not produce (a BURIED put, a refused
 pipelined delete, a refused watch, silence) comes from a scripted server on
-loopback; everything else runs against a real beanstalkd.
+loopback; everything else runs against a real beanstalkd. A get after a
+message was dropped unsettled, which a real beanstalkd answers DEADLINE_SOON,
+is in the contract (``tests/contract/queue_api.py``): every backend owes it.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import socket
 import threading
@@ -63,32 +64,6 @@ def test_put_many_counts_a_buried_put_as_stored(fake_beanstalkd: StartFake) -> N
 
 
 # DEADLINE_SOON: a reserve on a connection whose job is about to time out.
-
-
-def test_a_get_after_a_message_was_dropped_unsettled_waits_for_it(
-    queues: QueueFactory, tube: str
-) -> None:
-    queue = queues.get(tube)
-    job_id = queue.put(Message("dropped"), ttr=1)
-    message = queue.get(timeout=1)
-    del message  # never settled; on beanstalkd its connection is reused at once
-    gc.collect()
-    # beanstalkd answers DEADLINE_SOON to this reserve: it must not be an error.
-    again = queue.get(timeout=5)
-    assert again.id == job_id
-    queue.delete(again)
-
-
-def test_a_get_times_out_cleanly_while_a_job_of_its_connection_is_due(
-    queues: QueueFactory, tube: str
-) -> None:
-    queue = queues.get(tube)
-    queue.put(Message("dropped"), ttr=2)
-    message = queue.get(timeout=1)
-    del message
-    gc.collect()
-    with pytest.raises(TimeoutError):
-        queue.get(timeout=0)
 
 
 JOB = b'RESERVED %d 24\r\n{"action":"a","args":[]}\r\n'

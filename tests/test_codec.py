@@ -1,30 +1,21 @@
-"""JsonCodec's wire format and its refusals, and a factory's custom codec."""
+"""JsonCodec's wire format and its refusals, and a factory's custom codec.
+
+What every backend does with a body its codec refuses is in ``tests/contract/codec.py``.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Callable
-from typing import NoReturn
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from queue_beanstalk import (
-    Codec,
-    DecodeError,
-    JsonCodec,
-    Message,
-    NotFound,
-    QueueFactory,
-    factory,
-)
-from queue_beanstalk.backend import JobRef
+from queue_beanstalk import Codec, DecodeError, JsonCodec, Message, factory
 from queue_beanstalk.codec import _loads
-from queue_beanstalk.queue_factory import DEFAULT_PRIORITY
 
-from .conftest import RawPut
 from .support import eventually, put_job
 
 codec = JsonCodec()
@@ -277,35 +268,6 @@ def test_a_handler_survives_a_custom_codec_raising() -> None:
             handler.stop()
             assert handler.wait(10)
         assert handled == [Message("good")]
-
-
-def test_an_undecodable_job_is_buried_at_its_own_priority(queues: QueueFactory, tube: str) -> None:
-    job_id = queues.backend.put(tube, b"not json", priority=7, delay=0, ttr=60)
-    with pytest.raises(DecodeError):
-        queues.get(tube).get(timeout=1)
-    stats = queues.backend.stats_job(job_id)
-    assert (stats.state, stats.priority) == ("buried", 7)
-
-
-def test_an_undecodable_job_is_buried_even_when_its_priority_is_unknown(
-    queues: QueueFactory,
-    tube: str,
-    raw_put: RawPut,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    job = raw_put(tube, b"not json")
-
-    def lost(job: JobRef) -> NoReturn:
-        raise NotFound(f"job {job.id} does not exist")
-
-    monkeypatch.setattr(queues.backend, "stats_job", lost)
-    with pytest.raises(DecodeError):
-        queues.get(tube).get(timeout=1)
-    monkeypatch.undo()
-    stats = queues.backend.stats_job(job)
-    assert (stats.state, stats.priority) == ("buried", DEFAULT_PRIORITY)
-    assert f"could not read job {job.id}'s priority" in caplog.text
 
 
 def test_codec_json_by_name() -> None:

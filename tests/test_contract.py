@@ -8,13 +8,26 @@ backend, write its case and one class here that inherits it and ``Contract``.
 from __future__ import annotations
 
 from .contract.cases import BeanstalkdCase, MemoryCase
+from .contract.codec import CodecContract
+from .contract.factory import FactoryContract
 from .contract.handler import HandlerContract
 from .contract.pipelining import PipeliningContract
 from .contract.queue_api import QueueContract
 from .contract.settle_after_close import SettleAfterCloseContract
+from .contract.stress import StressContract
+from .contract.survival import SurvivalContract
 
 
-class Contract(QueueContract, HandlerContract, PipeliningContract, SettleAfterCloseContract):
+class Contract(
+    QueueContract,
+    FactoryContract,
+    CodecContract,
+    HandlerContract,
+    SurvivalContract,
+    PipeliningContract,
+    SettleAfterCloseContract,
+    StressContract,
+):
     """Every area of the contract; not collected itself, as its name does not start with Test."""
 
 

@@ -1,4 +1,7 @@
-"""factory(): URLs, options and their checks, the backend registry, connecting lazily."""
+"""factory(): URLs, options and their checks, the backend registry, connecting lazily.
+
+What a factory's close and reprs do on every backend is in ``tests/contract/factory.py``.
+"""
 
 from __future__ import annotations
 
@@ -279,42 +282,12 @@ def test_a_non_str_queue_name_is_refused() -> None:
         queues.get(1)  # type: ignore[arg-type]
 
 
-def test_the_factory_is_a_context_manager(queues: QueueFactory, tube: str) -> None:
-    with queues as entered:
-        assert entered is queues
-        queue = queues.get(tube)
-    with pytest.raises(QueueError, match="closed"):
-        queue.put(Message("x"))
-
-
-def test_after_close_a_put_raises(queues: QueueFactory, tube: str) -> None:
-    queue = queues.get(tube)
-    queue.put(Message("before"))
-    queues.close()
-    with pytest.raises(QueueError, match="closed"):
-        queue.put(Message("after"))
-    with pytest.raises(QueueError, match="closed"):
-        queue.get(timeout=0)
-
-
-def test_closing_twice_is_harmless(queues: QueueFactory) -> None:
-    queues.close()
-    queues.close()
-
-
 def test_after_close_a_put_to_a_closed_port_does_not_connect() -> None:
     queues = factory(f"beanstalk://127.0.0.1:{free_port()}")
     queues.close()
     with pytest.raises(QueueError, match="closed") as excinfo:
         queues.get("jobs").put(Message("x"))
     assert not isinstance(excinfo.value, QueueConnectionError)
-
-
-def test_reprs_name_the_package(queues: QueueFactory, tube: str) -> None:
-    assert repr(queues).startswith("queue_beanstalk.QueueFactory(")
-    assert repr(queues.get(tube)).startswith("queue_beanstalk.Queue(")
-    assert repr(queues.backend).startswith("queue_beanstalk.")
-    assert tube in repr(queues.get(tube))
 
 
 def test_importing_the_library_imports_no_backend() -> None:

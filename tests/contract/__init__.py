@@ -11,5 +11,15 @@ import pytest
 
 # The mixins are imported by test modules, not collected: have pytest rewrite
 # their asserts as it does a test module's, so a failure shows its values.
-AREAS = ("cases", "handler", "pipelining", "queue_api", "settle_after_close")
+AREAS = (
+    "cases",
+    "codec",
+    "factory",
+    "handler",
+    "pipelining",
+    "queue_api",
+    "settle_after_close",
+    "stress",
+    "survival",
+)
 pytest.register_assert_rewrite(*(f"{__name__}.{area}" for area in AREAS))

@@ -111,7 +111,3 @@ class BeanstalkdCase(BackendCase):
     def drain(self, queues: QueueFactory, *tubes: str, until: Callable[[], bool]) -> None:
         """Poll until ``until`` holds: beanstalkd has no wait for an empty tube."""
         eventually(until, timeout=DRAIN_TIMEOUT)
-
-
-#: Every backend by name, for the fixtures of tests outside the contract classes.
-BACKENDS: dict[str, type[BackendCase]] = {"memory": MemoryCase, "beanstalkd": BeanstalkdCase}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -283,6 +284,30 @@ class QueueContract(BackendCase):
         queue.delete(got)
         with pytest.raises(NotFound):
             queue.touch(got)
+
+    def test_a_get_after_a_message_was_dropped_unsettled_waits_for_it(
+        self, queues: QueueFactory, tube: str
+    ) -> None:
+        queue = queues.get(tube)
+        job_id = queue.put(Message("dropped"), ttr=1)
+        message = queue.get(timeout=1)
+        del message  # never settled; on beanstalkd its connection is reused at once
+        gc.collect()
+        # beanstalkd answers DEADLINE_SOON to this reserve: it must not be an error.
+        again = queue.get(timeout=5)
+        assert again.id == job_id
+        queue.delete(again)
+
+    def test_a_get_times_out_cleanly_while_a_job_of_its_connection_is_due(
+        self, queues: QueueFactory, tube: str
+    ) -> None:
+        queue = queues.get(tube)
+        queue.put(Message("dropped"), ttr=2)
+        message = queue.get(timeout=1)
+        del message
+        gc.collect()
+        with pytest.raises(TimeoutError):
+            queue.get(timeout=0)
 
     def test_raw_json_from_another_client_is_read(
         self, queues: QueueFactory, tube: str, raw_put: RawPut
