@@ -69,14 +69,27 @@ def beanstalkd_url() -> Iterator[str]:
             _wait_accepting(host, port)
             yield f"beanstalk://{host}:{port}"
         return
+    with _beanstalkd() as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def beanstalkd_servers_url() -> Iterator[str]:
+    """The URL of three beanstalkd servers started for this test session, as one list."""
+    with _beanstalkd() as first, _beanstalkd() as second, _beanstalkd() as third:
+        yield "beanstalk://" + ",".join(
+            f"{server.host}:{server.port}" for server in (first, second, third)
+        )
+
+
+def _beanstalkd() -> BeanstalkdServer:
+    """Return a beanstalkd binary's server, to start with ``with``; fail or skip without one."""
     try:
-        server = BeanstalkdServer()
+        return BeanstalkdServer()
     except BeanstalkdNotFound as exc:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"CI=true and no beanstalkd: {exc}")
         pytest.skip(str(exc))
-    with server:
-        yield server.url
 
 
 @pytest.fixture

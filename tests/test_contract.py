@@ -7,7 +7,7 @@ backend, write its case and one class here that inherits it and ``Contract``.
 
 from __future__ import annotations
 
-from .contract.cases import BeanstalkdCase, MemoryCase
+from .contract.cases import BeanstalkdCase, MemoryCase, ServersCase
 from .contract.codec import CodecContract
 from .contract.factory import FactoryContract
 from .contract.handler import HandlerContract
@@ -37,3 +37,7 @@ class TestMemory(MemoryCase, Contract):
 
 class TestBeanstalkd(BeanstalkdCase, Contract):
     """The contract on a real beanstalkd."""
+
+
+class TestServers(ServersCase, Contract):
+    """The contract on three beanstalkd servers behind one URL."""

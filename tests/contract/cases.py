@@ -37,6 +37,10 @@ class BackendCase(abc.ABC):
     #: it is idle (beanstalkd 1.12, its issue #380: about 1 run in 30 here, with
     #: greenstalk alone too); a test of that expiry then tries a few times.
     misses_idle_ttr: ClassVar[bool]
+    #: Whether separate puts come out by priority, then in put order. One
+    #: server orders its jobs; several servers each order their own, and
+    #: nothing orders jobs across them (a put_many batch stays on one server).
+    orders_across_puts: ClassVar[bool] = True
 
     @pytest.fixture
     def backend_case(self) -> BackendCase:
@@ -100,6 +104,33 @@ class BeanstalkdCase(BackendCase):
     def raw_put(self, queues: QueueFactory, request: pytest.FixtureRequest) -> RawPut:
         """Return a put through a greenstalk client of its own."""
         address = self.url(request).removeprefix("beanstalk://")
+        host, port = address.split(":")
+
+        def put_greenstalk(tube: str, body: bytes) -> JobRef:
+            with greenstalk.Client((host, int(port)), encoding=None, use=tube) as client:
+                return JobRef(client.put(body, priority=0), address)
+
+        return put_greenstalk
+
+    def drain(self, queues: QueueFactory, *tubes: str, until: Callable[[], bool]) -> None:
+        """Poll until ``until`` holds: beanstalkd has no wait for an empty tube."""
+        eventually(until, timeout=DRAIN_TIMEOUT)
+
+
+class ServersCase(BackendCase):
+    """Three real beanstalkd servers behind one URL; another client puts on the first."""
+
+    has_server = True
+    misses_idle_ttr = True
+    orders_across_puts = False
+
+    def url(self, request: pytest.FixtureRequest) -> str:
+        """Return the session's three-server URL (the test is skipped when there is none)."""
+        return str(request.getfixturevalue("beanstalkd_servers_url"))
+
+    def raw_put(self, queues: QueueFactory, request: pytest.FixtureRequest) -> RawPut:
+        """Return a put through a greenstalk client of its own, on the first server."""
+        address = self.url(request).removeprefix("beanstalk://").split(",")[0]
         host, port = address.split(":")
 
         def put_greenstalk(tube: str, body: bytes) -> JobRef:
