@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -602,3 +605,71 @@ def test_put_many_says_which_messages_no_server_took(fake_beanstalkd: StartFake,
         queues.get(tube).put_many([Message("a"), Message("b")])
     assert caught.value.ids == [5, None]
     assert isinstance(caught.value.errors[1], CommandRefused)
+
+
+def test_stop_is_prompt_for_a_handler_waiting_on_every_server(
+    servers: list[BeanstalkdServer], tube: str
+) -> None:
+    with factory(url_of(servers)) as queues:
+        handler = queues.handler(lambda message: None, tube, concurrency=3)
+        handler.start()
+        eventually(lambda: _watching(servers, tube) == 3 * len(servers), timeout=10)
+        started = time.monotonic()
+        handler.stop()
+        assert handler.wait(5)
+        assert time.monotonic() - started < 2
+
+
+def _watching(servers: list[BeanstalkdServer], tube: str) -> int:
+    """Return how many connections watch ``tube`` over every server."""
+    total = 0
+    for server in servers:
+        assert server.port is not None
+        with (
+            greenstalk.Client((server.host, server.port)) as client,
+            contextlib.suppress(greenstalk.NotFoundError),
+        ):
+            total += int(client.stats_tube(tube)["current-watching"])
+    return total
+
+
+def test_the_worker_command_takes_a_list_of_servers(
+    servers: list[BeanstalkdServer], tube: str, tmp_path: Path
+) -> None:
+    (tmp_path / "server_tasks.py").write_text(
+        "import pathlib\n"
+        "LOG = pathlib.Path(__file__).with_name('calls.log')\n"
+        "def note(message):\n"
+        "    with LOG.open('a') as log:\n"
+        "        log.write(f'{message.server} {message.args[0]}\\n')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    with factory(url_of(servers)) as queues:
+        for n in range(6):
+            queues.get(tube).put(Message("n", [str(n)]))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "queue_beanstalk",
+            "worker",
+            "server_tasks:note",
+            "--queue",
+            tube,
+            "--url",
+            url_of(servers),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = tmp_path / "calls.log"
+    try:
+        eventually(lambda: log.exists() and len(log.read_text().splitlines()) == 6)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=15)
+    assert process.returncode == 0, stderr
+    lines = log.read_text().splitlines()
+    assert {line.split()[0] for line in lines} == {address(server) for server in servers}
