@@ -27,6 +27,7 @@ from queue_beanstalk import (
     PutManyError,
     PutOutcomeUnknown,
     QueueConnectionError,
+    ServerError,
     ServersBackend,
     Timeout,
     factory,
@@ -673,3 +674,14 @@ def test_the_worker_command_takes_a_list_of_servers(
     assert process.returncode == 0, stderr
     lines = log.read_text().splitlines()
     assert {line.split()[0] for line in lines} == {address(server) for server in servers}
+
+
+def test_when_every_server_drains_a_put_says_so(fake_beanstalkd: StartFake, tube: str) -> None:
+    draining = [Reply(b"DRAINING\r\n")] * 4
+    first, second = fake_beanstalkd({b"put": draining}), fake_beanstalkd({b"put": draining})
+    url = f"beanstalk://127.0.0.1:{first.port},127.0.0.1:{second.port}"
+    with factory(url) as queues:
+        for _ in range(2):  # the second time, both are known to drain
+            with pytest.raises(ServerError, match="draining") as caught:
+                queues.get(tube).put(Message("nowhere"))
+            assert caught.value.reply == "DRAINING"

@@ -282,7 +282,8 @@ class ServersBackend(Backend):
         start = next(self._put_turn) % len(servers)
         turn = servers[start:] + servers[:start]
         now = time.monotonic()
-        welcome = [server for server in turn if now >= server.draining_until]
+        # Draining servers only when all are: their DRAINING is then the answer.
+        welcome = [server for server in turn if now >= server.draining_until] or turn
         return [server for server in welcome if server.up(now)] + [
             server for server in welcome if not server.up(now)
         ]
@@ -434,7 +435,8 @@ class ServersBackend(Backend):
         """
         sizes: list[int] = []
         error: QueueConnectionError | None = None
-        for server in self._reserve_order(None):
+        now = time.monotonic()
+        for server in [server for server in self._servers if server.up(now)] or self._servers:
             try:
                 sizes.append(server.backend.max_job_size())
             except QueueConnectionError as exc:
