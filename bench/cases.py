@@ -41,6 +41,7 @@ class Sizes:
     :param sleep_messages: messages per worker a round for the sleeping callback.
     :param rss_messages: messages through the handler whose RSS is watched.
     :param memory_messages: messages held by the memory backend whose RSS is watched.
+    :param servers_messages: messages a fill, one server against two (see bench.servers).
     """
 
     rounds: int
@@ -51,6 +52,7 @@ class Sizes:
     sleep_messages: int
     rss_messages: int
     memory_messages: int
+    servers_messages: int
 
 
 FULL = Sizes(
@@ -62,6 +64,7 @@ FULL = Sizes(
     sleep_messages=30,
     rss_messages=200_000,
     memory_messages=100_000,
+    servers_messages=20_000,
 )
 QUICK = Sizes(
     rounds=2,
@@ -72,6 +75,7 @@ QUICK = Sizes(
     sleep_messages=5,
     rss_messages=5_000,
     memory_messages=5_000,
+    servers_messages=1_000,
 )
 
 #: Latency: puts not counted while connections open, and the pause after each.
@@ -115,13 +119,13 @@ class Bench:
         self._messages = messages(max(sizes.messages, sizes.handler_messages))
         self._bodies = bodies(max(sizes.messages, sizes.handler_messages))
 
-    def run(self, *, memory: bool) -> Results:
-        """Run every section (the RSS one when ``memory``); a failing section is reported.
+    def run(self, *, memory: bool, more: Sequence[Callable[[], None]] = ()) -> Results:
+        """Run every section, then ``more``, then the RSS one when ``memory``.
 
         The library may be mid-change while the benchmark runs: whatever a section
         raises is printed and noted in its rows, and the other sections go on.
         """
-        sections = [self.put_get, self.handler, self.batch_put, self.latency, self.sleeping]
+        sections = [self.put_get, self.handler, self.batch_put, self.latency, self.sleeping, *more]
         if memory:
             sections.append(self.memory)
         for section in sections:
@@ -157,9 +161,12 @@ class Bench:
                 size = min(self.sizes.batch, count - first)
                 pipe.put_many(list(itertools.islice(source, size)))
 
-    def check_empty(self, tube: str) -> None:
-        """Raise when jobs are left in ``tube``: a figure would have counted too few."""
-        with greenstalk.Client(self.address, encoding=None) as conn:
+    def check_empty(self, tube: str, address: raw.Address | None = None) -> None:
+        """Raise when jobs are left in ``tube``: a figure would have counted too few.
+
+        :param address: the server to ask; the benchmark's own when None.
+        """
+        with greenstalk.Client(address or self.address, encoding=None) as conn:
             try:
                 stats = conn.stats_tube(tube)
             except greenstalk.NotFoundError:

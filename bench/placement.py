@@ -43,13 +43,15 @@ PLACEMENTS = {
 }
 
 
-def pin_process(cpus: frozenset[int]) -> None:
-    """Pin every thread of this process to ``cpus``; threads started later inherit it.
+def pin_process(cpus: frozenset[int], pid: int | None = None) -> None:
+    """Pin every thread of a process to ``cpus``; threads started later inherit it.
 
     ``sched_setaffinity(0, ...)`` sets the calling thread only, so each thread
-    listed in /proc/self/task is set.
+    listed in /proc/<pid>/task is set.
+
+    :param pid: the process, e.g. a beanstalkd; this one when None.
     """
-    for tid in os.listdir("/proc/self/task"):
+    for tid in os.listdir(f"/proc/{'self' if pid is None else pid}/task"):
         with contextlib.suppress(ProcessLookupError):  # the thread ended meanwhile
             os.sched_setaffinity(int(tid), cpus)
 

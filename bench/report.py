@@ -168,10 +168,11 @@ def markdown(
 
 
 METHOD = [
-    "- One beanstalkd per placement, started by the benchmark on a free loopback port "
-    "(`queue_beanstalk.testing.BeanstalkdServer`) and stopped by its PID. *split* pins "
-    "beanstalkd to CPU 0 and every thread of the benchmark to CPU 1; *same* pins both to "
-    "CPU 1, so the server's work and the client's share one CPU.",
+    "- Two beanstalkds per placement, started by the benchmark on free loopback ports "
+    "(`queue_beanstalk.testing.BeanstalkdServer`) and stopped by their PIDs; the second "
+    "serves the several-servers section only. *split* pins both to CPU 0 and every "
+    "thread of the benchmark to CPU 1; *same* pins all of them to CPU 1, so the servers' "
+    "work and the client's share one CPU.",
     "- Every figure is measured once per round and shown as min/median/max over the rounds. "
     "Within a round the raw baseline and the library run back to back, in alternating order "
     "from round to round; single puts and get+delete go further and take turns in 20 slices "
@@ -190,6 +191,16 @@ METHOD = [
     "each arrival); from just before the put to the start of the callback (Handler, put "
     "with `Queue.put`) or to `reserve` returning in a thread (raw, put with greenstalk); "
     "20 warm-up messages are not counted.",
+    "- Several servers: a second beanstalkd, pinned with the first (in *split* both share "
+    "CPU 0, so the two servers together have one CPU, as one server has). Each round and "
+    "handler concurrency, each side fills a tube of its own with `Queue.put_many` "
+    "(batches of the batch size: one server, or two through "
+    "`beanstalk://host:port1,host:port2`, whose batches go to the servers in turn), then a "
+    "Handler with a no-op function drains it; the sides alternate from round to round. "
+    "Around each step the servers' CPU (utime + stime in `/proc/<pid>/stat`, clock ticks) "
+    "and the benchmark's (`time.process_time`, every thread) are read; the CPU figures are "
+    "totals over every round, as a tick is 10 ms. A ceiling is 10^6 / µs per message: "
+    "the rate one fully used CPU would allow.",
     "- Memory: in child processes reading their own `VmRSS`; the handler's growth is "
     "measured between its 1,000th message and the end of the run, one worker. The memory "
     "section runs once, in the first placement.",
@@ -214,6 +225,8 @@ def _ratios(row: Row, results: Results) -> str:
 def _number(value: float, unit: str) -> str:
     if unit == "ms":
         return f"{value:.3f}"
-    if unit == "MB":
+    if unit in ("MB", "µs"):
         return f"{value:.2f}"
+    if unit == "%":
+        return f"{value:.1f}"
     return f"{value:,.0f}"

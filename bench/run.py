@@ -14,6 +14,7 @@ from queue_beanstalk.testing import BeanstalkdServer
 from . import machine, report
 from .cases import FULL, QUICK, Bench, Sizes
 from .placement import PLACEMENTS, Placement, pin_process
+from .servers import Server, SeveralServers
 from .stats import Results
 
 __all__ = ["main"]
@@ -32,6 +33,7 @@ _SIZE_OPTIONS = {
     "sleep_messages": "messages per worker a round for the sleeping handler",
     "rss_messages": "messages through the handler whose RSS is read",
     "memory_messages": "messages held by memory:// whose RSS is read",
+    "servers_messages": "messages a fill, one beanstalkd against two",
 }
 
 
@@ -40,7 +42,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Benchmark queue_beanstalk against raw greenstalk and a pipelined socket, "
-        "on a beanstalkd of its own. Figures, not tests: exits 0 when a target is missed.",
+        "on a beanstalkd of its own, and one beanstalkd against two. Figures, not tests: "
+        "exits 0 when a target is missed.",
     )
     parser.add_argument(
         "--quick", action="store_true", help="small sizes: a smoke run of a few seconds"
@@ -106,14 +109,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_placement(placement: Placement, sizes: Sizes, *, memory: bool) -> tuple[Results, str]:
-    """Start a beanstalkd, pin it and this process, run every section, stop it by its PID."""
+    """Start two beanstalkds, pin them and this process, run every section, stop them by PID.
+
+    Every section but the several-servers one uses the first server only; the
+    two share the placement's server CPU (in split, both on CPU 0).
+    """
     pin_process(placement.bench)
-    with BeanstalkdServer() as server:
-        if server.pid is None or server.port is None:
-            raise RuntimeError("beanstalkd is not running")
-        os.sched_setaffinity(server.pid, placement.server)
-        results = Bench(server.host, server.port, sizes).run(memory=memory)
-        return results, machine.server_version(server.host, server.port)
+    with BeanstalkdServer() as first, BeanstalkdServer() as second:
+        servers = [_pinned(started, placement) for started in (first, second)]
+        bench = Bench(servers[0].host, servers[0].port, sizes)
+        results = bench.run(memory=memory, more=[SeveralServers(bench, servers).several_servers])
+        return results, machine.server_version(servers[0].host, servers[0].port)
+
+
+def _pinned(server: BeanstalkdServer, placement: Placement) -> Server:
+    """Pin a running beanstalkd where ``placement`` puts servers; return what the bench needs."""
+    if server.pid is None or server.port is None:
+        raise RuntimeError("beanstalkd is not running")
+    pin_process(placement.server, server.pid)
+    return Server(server.host, server.port, server.pid)
 
 
 def _usable(placement: Placement) -> Placement:

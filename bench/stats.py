@@ -84,10 +84,12 @@ class Results:
         """Return the median over rounds of ``key / baseline``, or None without samples.
 
         Rounds pair up the two figures measured back to back, so a slow moment
-        of the shared machine hits both sides of a ratio alike.
+        of the shared machine hits both sides of a ratio alike. Rounds whose
+        baseline is 0 (a CPU time under one clock tick) are left out.
         """
         row, base = self.rows.get(key), self.rows.get(baseline)
-        if row is None or base is None or not row.samples or not base.samples:
+        if row is None or base is None:
             return None
-        pairs = list(zip(row.samples, base.samples, strict=False))
-        return statistics.median(value / reference for value, reference in pairs if reference)
+        pairs = zip(row.samples, base.samples, strict=False)
+        ratios = [value / reference for value, reference in pairs if reference]
+        return statistics.median(ratios) if ratios else None
