@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import greenstalk
@@ -517,7 +517,7 @@ def test_a_handler_goes_on_without_a_server_and_takes_its_messages_when_back(
 
 @pytest.mark.slow
 def test_a_server_killed_and_restarted_under_producers_and_a_handler_loses_nothing(
-    servers: list[BeanstalkdServer], tube: str
+    servers: list[BeanstalkdServer], tube: str, record_property: Callable[[str, object], None]
 ) -> None:
     acknowledged: set[tuple[str, ...]] = set()
     handled: Counter[tuple[str, ...]] = Counter()
@@ -567,7 +567,12 @@ def test_a_server_killed_and_restarted_under_producers_and_a_handler_loses_nothi
     lost = acknowledged - set(handled)
     duplicates = sum(count - 1 for count in handled.values() if count > 1)
     assert not lost, f"{len(lost)} acknowledged messages never handled"
-    print(f"{len(acknowledged)} acknowledged, {duplicates} handled twice")
+    # Reported with the test (JUnit XML; the log with -rA): at-least-once allows duplicates.
+    record_property("acknowledged", len(acknowledged))
+    record_property("handled more than once", duplicates)
+    logging.getLogger(__name__).warning(
+        "%d acknowledged, %d handled more than once", len(acknowledged), duplicates
+    )
 
 
 def test_free_port_is_not_a_server(tube: str) -> None:
