@@ -7,9 +7,12 @@ so that a positive delay never becomes zero and a timeout never ends early.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import re
 from datetime import timedelta
+from typing import Any
 
 from .errors import InvalidName
 
@@ -18,6 +21,7 @@ __all__ = [
     "MAX_UINT32",
     "Seconds",
     "check_count",
+    "check_handler_function",
     "check_name",
     "check_priority",
     "check_ttr",
@@ -145,3 +149,24 @@ def check_count(value: object, name: str, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, not {value}")
     return value
+
+
+def check_handler_function(func: object) -> None:
+    """Raise TypeError unless ``func`` can be called, synchronously, with a message.
+
+    An ``async def`` function (or a partial of one, or an object whose
+    ``__call__`` is one) would return a coroutine that nothing awaits: the
+    message would be deleted unhandled. Handlers run functions in threads.
+    """
+    if not callable(func):
+        raise TypeError(f"func must be callable, not {type(func).__name__}")
+    inner: Any = func
+    while isinstance(inner, functools.partial):
+        inner = inner.func
+    if inspect.iscoroutinefunction(inner) or inspect.iscoroutinefunction(
+        getattr(inner, "__call__", None)  # noqa: B004 - the method itself is what is checked
+    ):
+        raise TypeError(
+            f"{func!r} is an async function: a handler calls functions in threads and "
+            "awaits nothing, so each message would be deleted unhandled; use a plain def"
+        )

@@ -2,9 +2,11 @@
 
 Usage: ``queue-beanstalk [--version] COMMAND ...``, where COMMAND is
 
-``worker package.module:function --queue NAME [--queue NAME ...] [--url URL] [--concurrency N]``
+``worker package.module:function --queue NAME [--queue NAME ...] [--url URL] [--concurrency N]
+[--max-attempts N] [--path DIR ...]``
     call the function for every message on the queues until SIGTERM or SIGINT
-    (graceful: callbacks in flight finish); a second signal exits at once.
+    (graceful: callbacks in flight finish); a second signal exits at once. The
+    current directory is on the import path; a server not up yet is waited for.
 
 ``demo [--url URL] [--messages N]``
     show the Queue API, then a handler with several workers handling messages
@@ -20,7 +22,8 @@ Exit codes, also module constants::
     EXIT_CONNECTION   3    the queue server could not be reached, or the
                            connection broke
     EXIT_IMPORT       4    worker: the function's module or name cannot be imported
-    EXIT_NOT_CALLABLE 5    worker: what the target names is not callable
+    EXIT_NOT_CALLABLE 5    worker: what the target names is not callable, or is
+                           an async function
     EXIT_HANDLER_FAILED 6  worker: a worker thread ended on an error it could
                            not survive (logged); a supervisor should restart it
     EXIT_INTERRUPTED  130  stopped by Ctrl-C (128 + SIGINT, as shells report it),
@@ -34,12 +37,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
+from .checks import check_name
 from .errors import QueueConnectionError, QueueError
-from .queue_factory import DEFAULT_MAX_ATTEMPTS, factory
+from .queue_factory import DEFAULT_MAX_ATTEMPTS, URL_ENVIRONMENT_VARIABLE, factory
 
 __all__ = [
     "EXIT_CONNECTION",
@@ -87,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("target", metavar="package.module:function")
     worker.add_argument(
         "--queue", dest="queues", action="append", required=True, metavar="NAME",
-        help="a queue to watch; repeat for several",
+        type=_queue_name, help="a queue to watch; repeat for several",
     )  # fmt: skip
     worker.add_argument(
         "--url",
@@ -101,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--max-attempts", type=_positive_int, default=DEFAULT_MAX_ATTEMPTS, metavar="N",
         help=f"tries before a failing message is buried (default: {DEFAULT_MAX_ATTEMPTS})",
+    )  # fmt: skip
+    worker.add_argument(
+        "--path", dest="paths", action="append", default=[], metavar="DIR",
+        help="a directory to import from, before the current one (which always is); "
+        "repeat for several",
     )  # fmt: skip
     worker.set_defaults(command=_worker)
 
@@ -166,12 +176,21 @@ def _demo(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from . import worker_command
 
+    url = args.url
+    if url is None:
+        url = os.environ.get(URL_ENVIRONMENT_VARIABLE) or None
+        try:
+            url = url and _queue_url(url)
+        except argparse.ArgumentTypeError as exc:
+            print(f"{PROG}: error: ${URL_ENVIRONMENT_VARIABLE}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    worker_command.import_path(args.paths)
     try:
         func = worker_command.resolve(args.target)
     except worker_command.TargetError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_NOT_CALLABLE if exc.not_callable else EXIT_IMPORT
-    with factory(args.url) as queues:
+    with factory(url) as queues:
         return worker_command.run(
             queues,
             func,
@@ -190,6 +209,14 @@ def _queue_url(value: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
     return value
+
+
+def _queue_name(value: str) -> str:
+    """Return ``value`` if beanstalkd accepts it as a queue (tube) name."""
+    try:
+        return check_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _positive_int(value: str) -> int:

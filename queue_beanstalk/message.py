@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ class Message:
     :param action: a non-empty string naming what to do.
     :param args: the action's arguments, each a string.
     :raises TypeError: when the action or an argument is not a ``str``, or
-        ``args`` is itself a string or bytes.
+        ``args`` is itself a string or bytes, or has no order (a mapping, a set).
     :raises ValueError: when the action is empty.
     """
 
@@ -32,8 +33,8 @@ class Message:
             raise TypeError(f"action must be a str, not {type(action).__name__}")
         if not action:
             raise ValueError("action must not be empty")
-        if isinstance(args, (str, bytes, bytearray)):
-            raise TypeError("args must be a sequence of str, not a single string")
+        if type(args) is not list and type(args) is not tuple:  # the usual two, checked fast
+            _check_ordered(args)
         args = tuple(args)
         for index, arg in enumerate(args):
             if not isinstance(arg, str):
@@ -86,3 +87,12 @@ class Message:
             f"queue_beanstalk.Message(action={self._action!r}, args={self._args!r}, "
             f"id={self._id!r}, server={self._server!r}, queue={self._queue!r})"
         )
+
+
+def _check_ordered(args: object) -> None:
+    """Raise TypeError for args that are one string, or have no order of their own."""
+    if isinstance(args, (str, bytes, bytearray)):
+        raise TypeError("args must be a sequence of str, not a single string")
+    if isinstance(args, (Mapping, AbstractSet)):
+        # A dict would give only its keys, a set an arbitrary order.
+        raise TypeError(f"args must be an ordered sequence of str, not a {type(args).__name__}")

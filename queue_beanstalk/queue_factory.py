@@ -13,6 +13,7 @@ from .backend import Backend
 from .checks import (
     Seconds,
     check_count,
+    check_handler_function,
     check_name,
     check_priority,
     check_ttr,
@@ -128,12 +129,12 @@ class QueueFactory:
         :param retry_delay: seconds before a failed message is tried again, or a
             function of the attempt number (1, 2, ...) giving seconds; by default
             1, 2, 4 ... seconds, at most 300.
-        :raises TypeError: when ``func`` is not callable.
+        :raises TypeError: when ``func`` is not callable, or is an ``async def``
+            function (handlers run functions in threads and await nothing).
         :raises InvalidName: for a queue name beanstalkd would refuse.
         :raises ValueError: for no names, or a count below 1.
         """
-        if not callable(func):
-            raise TypeError(f"func must be callable, not {type(func).__name__}")
+        check_handler_function(func)
         if not names:
             raise ValueError("handler() needs at least one queue name")
         if not callable(retry_delay):

@@ -1,7 +1,8 @@
 """The worker command: run a handler for a function until SIGTERM or SIGINT.
 
 ``queue-beanstalk worker package.module:function --queue NAME ...`` imports the
-function, checks that the server answers, and runs a handler. The first SIGTERM
+function (the current directory first on the import path, as with ``python
+-m``), and runs a handler, waiting for the server if it is not up yet. The first SIGTERM
 or SIGINT stops it gracefully: no new message is taken, callbacks in flight
 finish and their messages are settled, and the process exits 0. A second
 signal exits at once: the connections are closed, so the server hands the
@@ -23,11 +24,12 @@ import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from .errors import HandlerNotRunning
+from .checks import check_handler_function
+from .errors import HandlerNotRunning, QueueConnectionError
 from .message import Message
 from .queue_factory import QueueFactory
 
-__all__ = ["TargetError", "resolve", "run"]
+__all__ = ["TargetError", "import_path", "resolve", "run"]
 
 logger = logging.getLogger("queue_beanstalk")
 
@@ -43,13 +45,32 @@ class TargetError(Exception):
         self.not_callable = not_callable
 
 
+def import_path(directories: Sequence[str]) -> None:
+    """Put ``directories``, then the current directory, first on the import path.
+
+    As ``python -m`` does for the current directory: a worker run where its
+    module lives finds it.
+    """
+    for directory in reversed([*directories, os.getcwd()]):
+        path = os.path.abspath(directory)
+        if path in sys.path:
+            sys.path.remove(path)
+        sys.path.insert(0, path)
+
+
 def resolve(target: str) -> Callable[[Message], object]:
     """Import ``package.module:function`` (the function may be dotted: ``mod:Class.method``).
 
     :raises TargetError: when the module cannot be imported, the name is not in
-        it, or what it names is not callable.
+        it, or what it names is not callable or is an ``async def`` function.
     """
     module_name, sep, attribute = target.partition(":")
+    if not sep and "." in target.strip("."):
+        module_part, _, name = target.rpartition(".")
+        raise TargetError(
+            f"expected package.module:function, not {target!r}: "
+            f"did you mean '{module_part}:{name}'?"
+        )
     if not sep or not module_name or not attribute:
         raise TargetError(f"expected package.module:function, not {target!r}")
     try:
@@ -62,9 +83,13 @@ def resolve(target: str) -> Callable[[Message], object]:
         except AttributeError:
             raise TargetError(f"{module_name!r} has no attribute {attribute!r}") from None
     if not callable(found):
-        raise TargetError(
-            f"{target!r} is a {type(found).__name__}, not a function", not_callable=True
-        )
+        kind = type(found).__name__
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
+        raise TargetError(f"{target!r} is not callable: it is {article} {kind}", not_callable=True)
+    try:
+        check_handler_function(found)
+    except TypeError as exc:
+        raise TargetError(f"{target!r}: {exc}", not_callable=True) from None
     return found
 
 
@@ -101,12 +126,17 @@ def run(
     A second signal ends the process at once with ``forced_exit``. When the
     handler fails, its workers are let finish and ``failed_exit`` is returned.
 
-    :raises QueueConnectionError: when the server does not answer at start.
+    A server that does not answer at start is waited for (the handler's
+    workers try again with backoff), as when it goes away later: a worker
+    started before its server, by a supervisor, does not exit.
     """
     handler = queues.handler(func, *names, concurrency=concurrency, max_attempts=max_attempts)
-    queues.backend.max_job_size()  # one round trip: fail now if the server is not there
     signals = _Signals()
     signals.install()
+    try:
+        queues.backend.max_job_size()  # one round trip: say now if the server is not there
+    except QueueConnectionError as exc:
+        logger.warning("cannot reach the queue server yet (%s); waiting for it", exc)
     handler.start()
     logger.info("worker running (pid %d); SIGTERM or Ctrl-C stops it", os.getpid())
     while signals.received == 0 and handler.running:

@@ -115,7 +115,7 @@ def test_a_second_signal_exits_at_once_and_gives_the_message_back(
     [
         ("no_such_module:f", cli.EXIT_IMPORT, "cannot import 'no_such_module'"),
         ("worker_tasks:missing", cli.EXIT_IMPORT, "has no attribute 'missing'"),
-        ("worker_tasks:not_a_function", cli.EXIT_NOT_CALLABLE, "not a function"),
+        ("worker_tasks:not_a_function", cli.EXIT_NOT_CALLABLE, "is not callable: it is an int"),
         ("no-colon", cli.EXIT_IMPORT, "package.module:function"),
     ],
 )
@@ -129,12 +129,21 @@ def test_a_target_that_cannot_be_had_is_a_clear_error(
     assert "Traceback" not in stderr
 
 
-def test_a_server_that_cannot_be_reached_is_a_clear_error(tasks: Path) -> None:
+def test_a_server_that_cannot_be_reached_is_waited_for_and_said_so(tasks: Path) -> None:
     url = f"beanstalk://127.0.0.1:{free_port()}"
     process = _start(tasks, "worker_tasks:slow", "--queue", "q", "--url", url)
-    _, stderr = process.communicate(timeout=30)
-    assert process.returncode == cli.EXIT_CONNECTION
-    assert "cannot reach the queue server" in stderr
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        while "cannot reach the queue server yet" not in line:
+            assert line, "the worker ended instead of waiting"
+            line = process.stderr.readline()
+        assert "waiting for it" in line
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=15)
+    finally:
+        process.kill()
+    assert process.returncode == cli.EXIT_OK, stderr
     assert "Traceback" not in stderr
 
 

@@ -326,14 +326,22 @@ class BeanstalkBackend(Backend):
     def stats_job(self, job: JobRef) -> JobStats:
         """Return a job's counters; see :meth:`Backend.stats_job`."""
         command = protocol.stats_job(self._job_id(job))
-        return self._borrow(
-            lambda conn: protocol.job_stats(wire.stats(conn.wire, command), self.address)
-        )
+        try:
+            return self._borrow(
+                lambda conn: protocol.job_stats(wire.stats(conn.wire, command), self.address)
+            )
+        except NotFound as exc:  # its own words are about reservations, which this needs none of
+            raise NotFound(f"server {self.address} holds no job {job.id}") from exc
 
     def kick_job(self, job: JobRef) -> None:
         """Make a buried or delayed job ready; see :meth:`Backend.kick_job`."""
         data, expected = protocol.kick_job(self._job_id(job))
-        self._borrow(lambda conn: conn.wire.simple(data, expected))
+        try:
+            self._borrow(lambda conn: conn.wire.simple(data, expected))
+        except NotFound as exc:
+            raise NotFound(
+                f"server {self.address} holds no job {job.id} that is buried or delayed"
+            ) from exc
 
     def _job_id(self, job: JobRef) -> int:
         """Return the id of ``job``, a job on this server; NotFound for another's."""
