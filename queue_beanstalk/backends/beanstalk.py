@@ -110,7 +110,8 @@ class _BeanstalkLease(Lease):
     def __init__(
         self, job_id: int, tube: str, connection: Connection, backend: BeanstalkBackend
     ) -> None:
-        super().__init__(job_id, tube, backend.address)
+        # Lease.__init__ by name: super() would build an object on every reserve.
+        Lease.__init__(self, job_id, tube, backend.address)
         self.connection = connection
         #: The backend that reserved it: a lease of another factory is refused.
         self.backend = backend
@@ -447,9 +448,11 @@ class BeanstalkBackend(Backend):
         if not isinstance(lease, _BeanstalkLease) or lease.backend is not self:
             raise NotFound(f"job {lease.job_id} was not reserved through this factory")
         conn = lease.connection
+        # Two arguments rather than *command: a starred call is CPython's slow kind.
+        data, expected = command
         # A touch may find the connection busy with the next reserve once the job
         # was settled; it gives up then rather than wait out that reserve.
-        if not conn.lock.acquire(blocking=False):
+        if not conn.lock.acquire(False):  # without blocking (a keyword makes the call slower)
             while not conn.lock.acquire(timeout=0.05):
                 if not ends and lease.settled:
                     raise NotFound(f"job {lease.job_id} was settled")
@@ -459,7 +462,7 @@ class BeanstalkBackend(Backend):
             if conn.broken:
                 raise _lost(lease)
             try:
-                self._run(conn, conn.wire.simple, *command)
+                self._run(conn, conn.wire.simple, data, expected)
             except QueueConnectionError as exc:
                 # _run dropped the connection, and the reservation with it.
                 raise _lost(lease, exc) from exc

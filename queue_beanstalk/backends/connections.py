@@ -177,7 +177,7 @@ class Pool:
         last: Connection | None = getattr(self._affinity, "conn", None)
         if last is not None and last.broken:
             last = self._affinity.conn = None
-        if last is not None and last.lock.acquire(blocking=False):
+        if last is not None and last.lock.acquire(False):  # without blocking (a keyword: slower)
             # Suits if it holds no job and runs the command without a use or
             # watch first.
             if (
