@@ -11,7 +11,7 @@ Example::
 
 import typing
 
-from .backend import Backend, Consumer, JobRef, JobStats, Lease, Reserved
+from .backend import Backend, Consumer, JobRef, JobStats, Lease, Reserved, TubeStats
 from .codec import Codec, JsonCodec
 from .errors import (
     CommandRefused,
@@ -29,6 +29,7 @@ from .errors import (
 )
 from .handler import Handler
 from .message import Message
+from .peeked import Peeked
 from .queue_factory import QueueFactory, factory, register_backend
 from .queues import Queue
 from .retries import Bury, Retry, exponential_backoff
@@ -80,6 +81,7 @@ __all__ = [
     "Message",
     "MessageTooBig",
     "NotFound",
+    "Peeked",
     "PutManyError",
     "PutOutcomeUnknown",
     "Queue",
@@ -91,6 +93,7 @@ __all__ = [
     "ServerError",
     "ServersBackend",
     "Timeout",
+    "TubeStats",
     "exponential_backoff",
     "factory",
     "register_backend",

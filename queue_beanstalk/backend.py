@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 from urllib.parse import SplitResult
 
 from .errors import NotFound, PutManyError, QueueError
 
-__all__ = ["Backend", "Consumer", "JobRef", "JobStats", "Lease", "Reserved"]
+__all__ = ["Backend", "Consumer", "JobRef", "JobStats", "Lease", "Reserved", "TubeStats"]
+
+#: The states a job can be peeked in.
+PEEK_STATES = ("ready", "delayed", "buried")
 
 
 class JobRef(NamedTuple):
@@ -103,6 +106,40 @@ class JobStats:
     releases: int
     buries: int
     kicks: int
+    #: Seconds until a delayed job is ready, or a reserved one's time-to-run ends.
+    time_left: int = 0
+
+
+@dataclass(frozen=True)
+class TubeStats:
+    """What the server knows of a tube (beanstalkd's ``stats-tube``); zeros for one it has not.
+
+    A backend over several servers adds them up, and gives each server's own
+    in :attr:`servers`.
+    """
+
+    name: str
+    ready: int
+    delayed: int
+    reserved: int
+    buried: int
+    #: Ready jobs with a priority below 1024.
+    urgent: int
+    #: Connections waiting in a reserve on the tube (idle workers).
+    waiting: int
+    #: Connections watching the tube.
+    watching: int
+    #: Jobs ever put on the tube (since the server started).
+    total: int
+    #: Seconds the tube stays paused (0: not paused).
+    pause_left: int
+    #: Each server's own figures, by address, when the backend has several.
+    servers: Mapping[str, TubeStats] = field(default_factory=dict)
+
+    @property
+    def paused(self) -> bool:
+        """Whether reserves skip the tube now (``pause-tube``)."""
+        return self.pause_left > 0
 
 
 class Consumer(ABC):
@@ -268,6 +305,44 @@ class Backend(ABC):
         :raises NotFound: when the job is neither buried nor delayed, or the
             ref names a server that is not this backend's.
         """
+
+    @abstractmethod
+    def tubes(self) -> list[str]:
+        """Return the names of the tubes the server has (beanstalkd's ``list-tubes``), sorted."""
+
+    @abstractmethod
+    def stats_tube(self, tube: str) -> TubeStats:
+        """Return a tube's counts; zeros for a tube the server does not have."""
+
+    @abstractmethod
+    def peek(self, tube: str, state: str) -> tuple[JobRef, bytes] | None:
+        """Return the next job of ``tube`` in ``state`` and its body, without reserving it.
+
+        The next ready job is the most urgent; the next delayed one the first
+        to become ready; the next buried one the first buried.
+
+        :param state: ``"ready"``, ``"delayed"`` or ``"buried"``.
+        :returns: None when there is no such job.
+        """
+
+    @abstractmethod
+    def kick(self, tube: str, bound: int) -> int:
+        """Make up to ``bound`` buried jobs of ``tube`` ready, or delayed ones if none is buried.
+
+        :returns: how many were kicked.
+        """
+
+    @abstractmethod
+    def delete_job(self, job: JobRef) -> None:
+        """Delete a job that is ready, delayed or buried (one nobody holds).
+
+        :raises NotFound: when the job is reserved (by anyone: settle it
+            through its message instead), or gone.
+        """
+
+    @abstractmethod
+    def pause_tube(self, tube: str, seconds: int) -> None:
+        """Make reserves skip ``tube`` for ``seconds`` (0 ends a pause)."""
 
     @abstractmethod
     def max_job_size(self) -> int:

@@ -150,6 +150,14 @@ class QueueFactory:
             retry_delay=retry_delay,
         )
 
+    def queues(self) -> list[str]:
+        """Return the names of the queues the server (or servers) have, sorted.
+
+        beanstalkd keeps a queue while it holds messages or a connection uses
+        or watches it, and always has ``default``.
+        """
+        return self._backend.tubes()
+
     def close(self) -> None:
         """Close the backend's connections; messages still held go back to the server."""
         self._backend.close()

@@ -5,16 +5,28 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 
-from .backend import Backend, Lease
-from .checks import MAX_UINT32, Seconds, check_priority, check_ttr, to_seconds, whole_seconds
+from .backend import PEEK_STATES, Backend, Lease, TubeStats
+from .checks import (
+    MAX_UINT32,
+    Seconds,
+    check_count,
+    check_priority,
+    check_ttr,
+    to_seconds,
+    whole_seconds,
+)
 from .codec import Codec
 from .decoding import decode_reserved
 from .errors import MessageTooBig, NotFound, PutManyError, QueueError
 from .message import Message
+from .peeked import Peeked, peek
 
 __all__ = ["Queue"]
 
 logger = logging.getLogger("queue_beanstalk")
+
+# Seconds a queue is paused while empty("ready") sweeps it (resumed at the end).
+SWEEP_PAUSE = 3600
 
 
 class Queue:
@@ -188,8 +200,101 @@ class Queue:
             raise NotFound(f"message {message.id} was already settled")
         self._backend.touch(lease)
 
+    # Operating the queue: what an operator does, not a worker.
+
+    def stats(self) -> TubeStats:
+        """Return the queue's counts (ready, delayed, reserved, buried, ...); zeros if unused.
+
+        With several servers, the sums, and each server's own in ``servers``.
+        """
+        return self._backend.stats_tube(self._name)
+
+    def peek_ready(self) -> Peeked | None:
+        """Return the next message to be got (the most urgent), without reserving it; or None."""
+        return peek(self._backend, self._codec, self._name, "ready")
+
+    def peek_delayed(self) -> Peeked | None:
+        """Return the delayed message to become ready first, without reserving it; or None."""
+        return peek(self._backend, self._codec, self._name, "delayed")
+
+    def peek_buried(self) -> Peeked | None:
+        """Return the first buried message (the one kicked first), or None."""
+        return peek(self._backend, self._codec, self._name, "buried")
+
+    def kick(self, count: int = 1) -> int:
+        """Make up to ``count`` buried messages ready again, or delayed ones if none is buried.
+
+        :returns: how many were kicked (with several servers, over all of them).
+        :raises ValueError: for a count below 1.
+        """
+        return self._backend.kick(self._name, check_count(count, "count", 1))
+
+    def kick_message(self, peeked: Peeked) -> None:
+        """Make one peeked buried or delayed message ready again.
+
+        :raises NotFound: when it is no longer buried or delayed.
+        """
+        self._backend.kick_job(self._peeked_here(peeked).ref)
+
+    def delete_peeked(self, peeked: Peeked) -> None:
+        """Delete a peeked message for good (a poison message given up on).
+
+        Only a job nobody holds is deleted: the server is asked for its state
+        and sent the delete on one connection, which holds no reservation of
+        its own, so a message a worker holds is never deleted from under it.
+
+        :raises NotFound: when it is reserved now (by anyone), or gone.
+        """
+        self._backend.delete_job(self._peeked_here(peeked).ref)
+
+    def pause(self, seconds: Seconds) -> None:
+        """Stop handing out the queue's messages for ``seconds`` (rounded up; 0 resumes).
+
+        Puts still go in; workers' reserves skip the queue until the pause ends.
+        """
+        self._backend.pause_tube(self._name, whole_seconds(seconds, "seconds"))
+
+    def empty(self, state: str) -> int:
+        """Delete every message of the queue in ``state``; return how many were deleted.
+
+        beanstalkd has no command for it: each message is peeked and deleted.
+        To empty ``"ready"``, the queue is paused meanwhile so that no worker
+        races the sweep (reserved messages are not touched), then resumed (or
+        left paused for what remained of a pause it was already in).
+
+        :param state: ``"buried"``, ``"delayed"`` or ``"ready"``.
+        :raises ValueError: for another state.
+        """
+        if state not in PEEK_STATES:
+            raise ValueError(f"state must be one of {', '.join(PEEK_STATES)}, not {state!r}")
+        if state == "ready":
+            paused = self._backend.stats_tube(self._name).pause_left  # kept, not cut short
+            try:
+                self._backend.pause_tube(self._name, SWEEP_PAUSE)
+            except NotFound:
+                return 0  # the server has no such queue: nothing in it
+        deleted = 0
+        try:
+            while (found := self._backend.peek(self._name, state)) is not None:
+                try:
+                    self._backend.delete_job(found[0])
+                except NotFound:
+                    continue  # it left that state meanwhile: not ours to delete
+                deleted += 1
+        finally:
+            if state == "ready":
+                self._backend.pause_tube(self._name, paused)
+        return deleted
+
     def __repr__(self) -> str:
         return f"queue_beanstalk.Queue(name={self._name!r}, backend={self._backend!r})"
+
+    def _peeked_here(self, peeked: Peeked) -> Peeked:
+        if not isinstance(peeked, Peeked):
+            raise TypeError(f"expected a Peeked, not {type(peeked).__name__}")
+        if peeked.queue != self._name:
+            raise NotFound(f"the message was peeked on queue {peeked.queue!r}, not {self._name!r}")
+        return peeked
 
     def _priority_of(self, priority: int | None) -> int:
         return self._priority if priority is None else check_priority(priority)

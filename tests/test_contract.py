@@ -11,6 +11,7 @@ from .contract.cases import BeanstalkdCase, MemoryCase, ServersCase
 from .contract.codec import CodecContract
 from .contract.factory import FactoryContract
 from .contract.handler import HandlerContract
+from .contract.operate import OperateContract
 from .contract.pipelining import PipeliningContract
 from .contract.queue_api import QueueContract
 from .contract.settle_after_close import SettleAfterCloseContract
@@ -23,6 +24,7 @@ class Contract(
     FactoryContract,
     CodecContract,
     HandlerContract,
+    OperateContract,
     SurvivalContract,
     PipeliningContract,
     SettleAfterCloseContract,

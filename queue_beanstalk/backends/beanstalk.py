@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
-from ..backend import Backend, Consumer, JobRef, JobStats, Lease, Reserved
+from ..backend import Backend, Consumer, JobRef, JobStats, Lease, Reserved, TubeStats
 from ..checks import Seconds, check_count, from_text, positive_seconds, to_seconds
 from ..errors import (
     MessageTooBig,
@@ -343,6 +343,89 @@ class BeanstalkBackend(Backend):
             raise NotFound(
                 f"server {self.address} holds no job {job.id} that is buried or delayed"
             ) from exc
+
+    # Operating the tubes
+
+    def tubes(self) -> list[str]:
+        """Return the server's tube names, sorted; see :meth:`Backend.tubes`."""
+        return sorted(self._borrow(lambda conn: wire.listing(conn.wire, protocol.LIST_TUBES)))
+
+    def stats_tube(self, tube: str) -> TubeStats:
+        """Return a tube's counts; see :meth:`Backend.stats_tube`."""
+        command = protocol.stats_tube(tube)
+        try:
+            return self._borrow(lambda conn: protocol.tube_stats(wire.stats(conn.wire, command)))
+        except NotFound:  # the server has no such tube: nothing in it
+            return TubeStats(tube, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+
+    def peek(self, tube: str, state: str) -> tuple[JobRef, bytes] | None:
+        """Return the next job of ``tube`` in ``state``, not reserved; see :meth:`Backend.peek`."""
+        data, _ = protocol.peek(state)
+
+        def peek_on(conn: Connection) -> tuple[int, bytes] | None:
+            if conn.used != tube:
+                self._use(conn, tube)
+            conn.wire.send(data)
+            try:
+                return conn.wire.found()
+            except Refused as refused:
+                if refused.not_found:
+                    return None
+                raise
+
+        found = self._borrow(peek_on, tube=tube)
+        return None if found is None else (JobRef(found[0], self.address), found[1])
+
+    def kick(self, tube: str, bound: int) -> int:
+        """Kick up to ``bound`` jobs of ``tube``; see :meth:`Backend.kick`."""
+        data, expected = protocol.kick(bound)
+
+        def kick_on(conn: Connection) -> int:
+            if conn.used != tube:
+                self._use(conn, tube)
+            conn.wire.send(data)
+            return conn.wire.reply_int(expected)
+
+        return self._borrow(kick_on, tube=tube)
+
+    def delete_job(self, job: JobRef) -> None:
+        """Delete a job nobody holds; see :meth:`Backend.delete_job`.
+
+        The job's state is asked, and the delete sent, on one connection held
+        for both: beanstalkd deletes a job reserved by the connection that
+        sends the delete, so none of ours may reserve it in between, and it
+        refuses one reserved by any other.
+        """
+        job_id = self._job_id(job)
+        command = protocol.stats_job(job_id)
+        data, expected = protocol.delete(job_id)
+
+        def delete_on(conn: Connection) -> bool:
+            if protocol.field(wire.stats(conn.wire, command), "state") == "reserved":
+                return False
+            conn.wire.simple(data, expected)
+            return True
+
+        try:
+            deleted = self._borrow(delete_on)
+        except NotFound as exc:
+            raise NotFound(f"server {self.address} holds no job {job.id}") from exc
+        if not deleted:
+            raise NotFound(
+                f"job {job.id} on server {self.address} is reserved: whoever holds it settles it"
+            )
+
+    def pause_tube(self, tube: str, seconds: int) -> None:
+        """Pause ``tube``; see :meth:`Backend.pause_tube`.
+
+        :raises NotFound: when the server has no such tube (no job in it, and
+            no connection using or watching it).
+        """
+        data, expected = protocol.pause_tube(tube, seconds)
+        try:
+            self._borrow(lambda conn: conn.wire.simple(data, expected))
+        except NotFound as exc:
+            raise NotFound(f"server {self.address} has no queue {tube!r}") from exc
 
     def _job_id(self, job: JobRef) -> int:
         """Return the id of ``job``, a job on this server; NotFound for another's."""

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from ..backend import JobStats
+from ..backend import JobStats, TubeStats
 from ..errors import CommandRefused, NotFound, QueueError, ServerError, Timeout
 
 __all__ = [
     "ERROR_STATUSES",
     "INSERTED",
+    "LIST_TUBES",
     "MAX_DIGITS",
     "MAX_LINE",
     "STATS",
@@ -46,12 +47,17 @@ __all__ = [
     "delete",
     "delete_then_reserve",
     "field",
+    "found",
     "ignore",
     "job_stats",
+    "kick",
     "kick_job",
     "max_job_size",
     "number",
+    "parse_list",
     "parse_stats",
+    "pause_tube",
+    "peek",
     "put",
     "refusal_error",
     "release",
@@ -60,7 +66,9 @@ __all__ = [
     "reserve",
     "reserved",
     "stats_job",
+    "stats_tube",
     "touch",
+    "tube_stats",
     "use",
     "watch",
     "watch_plan",
@@ -328,6 +336,15 @@ def reserved(line: bytes) -> tuple[int, int]:
     return number(job_id), number(size)
 
 
+def found(line: bytes) -> tuple[int, int]:
+    """Return the job id and body size a peek's reply line (``FOUND <id> <bytes>``) announces.
+
+    Raises as :func:`reply_values` does (``NOT_FOUND`` is :class:`Refused`).
+    """
+    job_id, size = reply_values(line, b"FOUND", 2)
+    return number(job_id), number(size)
+
+
 # Commands. Names are checked before they come here (checks.check_name), so
 # none can carry a CRLF and a second command.
 
@@ -383,6 +400,29 @@ def stats_job(job_id: int) -> Command:
 #: The server's ``stats``: its reply is ``OK <size>`` and a YAML body.
 STATS: Command = (b"stats\r\n", b"OK")
 
+#: The server's ``list-tubes``: its reply is ``OK <size>`` and a YAML list.
+LIST_TUBES: Command = (b"list-tubes\r\n", b"OK")
+
+
+def stats_tube(tube: str) -> Command:
+    """Return a ``stats-tube``: its reply is ``OK <size>`` and a YAML body."""
+    return b"stats-tube %b\r\n" % tube.encode("ascii"), b"OK"
+
+
+def peek(state: str) -> Command:
+    """Return a ``peek-ready``, ``peek-delayed`` or ``peek-buried`` of the used tube."""
+    return b"peek-%b\r\n" % state.encode("ascii"), b"FOUND"
+
+
+def kick(bound: int) -> Command:
+    """Return a ``kick`` of up to ``bound`` jobs of the used tube; its reply carries the count."""
+    return b"kick %d\r\n" % bound, b"KICKED"
+
+
+def pause_tube(tube: str, seconds: int) -> Command:
+    """Return a ``pause-tube``."""
+    return b"pause-tube %b %d\r\n" % (tube.encode("ascii"), seconds), b"PAUSED"
+
 
 def use(tube: str) -> Command:
     """Return a ``use``: puts then go to ``tube``."""
@@ -427,6 +467,19 @@ def parse_stats(body: bytes) -> dict[str, str]:
     return fields
 
 
+def parse_list(body: bytes) -> list[str]:
+    """Return the YAML list of a ``list-tubes`` reply's body."""
+    text = body.decode("ascii", "replace")
+    if not text.startswith("---\n"):
+        raise ProtocolError("list reply does not start with ---")
+    items = []
+    for line in text[4:].splitlines():
+        if not line.startswith("- "):
+            raise ProtocolError(f"list line without '- ': {line[:40]!r}")
+        items.append(line[2:].strip('"'))
+    return items
+
+
 def field(stats: Mapping[str, str], key: str) -> str:
     """Return one field of a stats mapping, or raise ProtocolError."""
     try:
@@ -459,4 +512,21 @@ def job_stats(stats: Mapping[str, str], server: str) -> JobStats:
         releases=_count(stats, "releases"),
         buries=_count(stats, "buries"),
         kicks=_count(stats, "kicks"),
+        time_left=_count(stats, "time-left") if "time-left" in stats else 0,
+    )
+
+
+def tube_stats(stats: Mapping[str, str]) -> TubeStats:
+    """Return a ``stats-tube`` reply as TubeStats."""
+    return TubeStats(
+        name=field(stats, "name"),
+        ready=_count(stats, "current-jobs-ready"),
+        delayed=_count(stats, "current-jobs-delayed"),
+        reserved=_count(stats, "current-jobs-reserved"),
+        buried=_count(stats, "current-jobs-buried"),
+        urgent=_count(stats, "current-jobs-urgent"),
+        waiting=_count(stats, "current-waiting"),
+        watching=_count(stats, "current-watching"),
+        total=_count(stats, "total-jobs"),
+        pause_left=_count(stats, "pause-time-left"),
     )

@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar, TypeVar
 from urllib.parse import SplitResult
 
-from ..backend import Backend, Consumer, JobRef, JobStats, Lease, Reserved
+from ..backend import Backend, Consumer, JobRef, JobStats, Lease, Reserved, TubeStats
 from ..checks import Seconds, to_seconds
 from ..errors import (
     CommandRefused,
@@ -70,6 +70,8 @@ LAST_PAUSE = 30.0
 # (deleting each and reserving the next in one write) before it polls the
 # others: a busy server does not starve the rest.
 STREAK = 16
+# What a server that did not answer is taken to have of a tube: nothing.
+_NONE = TubeStats("", 0, 0, 0, 0, 0, 0, 0, 0, 0)
 # Refusals after which a put may go to another server at once: the server
 # stored nothing and another may well take it.
 _ELSEWHERE = frozenset({"DRAINING", "OUT_OF_MEMORY", "INTERNAL_ERROR"})
@@ -428,24 +430,126 @@ class ServersBackend(Backend):
         """Make a buried or delayed job ready on its server; see :meth:`Backend.kick_job`."""
         self._holding(job.server, job.id).kick_job(job)
 
+    # Operating the tubes: over every server that answers
+
+    def tubes(self) -> list[str]:
+        """Return the tubes any server has, sorted; see :meth:`Backend.tubes`."""
+        names: set[str] = set()
+        for listed in self._on_every_server(lambda backend: backend.tubes()).values():
+            names.update(listed)
+        return sorted(names)
+
+    def stats_tube(self, tube: str) -> TubeStats:
+        """Return a tube's counts summed over the servers, each server's in ``servers``."""
+        each = self._on_every_server(lambda backend: backend.stats_tube(tube))
+        figures = list(each.values())
+        return TubeStats(
+            name=tube,
+            ready=sum(one.ready for one in figures),
+            delayed=sum(one.delayed for one in figures),
+            reserved=sum(one.reserved for one in figures),
+            buried=sum(one.buried for one in figures),
+            urgent=sum(one.urgent for one in figures),
+            waiting=sum(one.waiting for one in figures),
+            watching=sum(one.watching for one in figures),
+            total=sum(one.total for one in figures),
+            pause_left=max(one.pause_left for one in figures),
+            servers=each,
+        )
+
+    def peek(self, tube: str, state: str) -> tuple[JobRef, bytes] | None:
+        """Return the next job of ``tube`` in ``state`` over every server; see :meth:`Backend.peek`.
+
+        Each server's next one is compared: for ready jobs the most urgent
+        (then the oldest), for delayed ones the first due, for buried ones
+        the oldest.
+        """
+        found = [
+            job
+            for job in self._on_every_server(lambda backend: backend.peek(tube, state)).values()
+            if job is not None
+        ]
+        if len(found) <= 1:
+            return found[0] if found else None
+
+        def rank(job: tuple[JobRef, bytes]) -> tuple[int, int]:
+            try:
+                stats = self.stats_job(job[0])
+            except QueueError:  # gone meanwhile, or its server with it: last
+                return (2**63, 0)
+            if state == "ready":
+                return (stats.priority, -stats.age)
+            if state == "delayed":
+                return (stats.time_left, -stats.age)
+            return (-stats.age, 0)
+
+        return min(found, key=rank)
+
+    def kick(self, tube: str, bound: int) -> int:
+        """Kick up to ``bound`` jobs of ``tube``, server after server; see :meth:`Backend.kick`.
+
+        Buried jobs on every server come before delayed ones on any: each
+        server kicks delayed jobs only when it has no buried one, so the
+        servers holding buried jobs are kicked first.
+        """
+        each = self._on_every_server(lambda backend: backend.stats_tube(tube))
+        burying = [server for server in self._servers if each.get(server.address, _NONE).buried]
+        kicked = 0
+        for server in burying or self._servers:
+            if kicked >= bound:
+                break
+            try:
+                kicked += server.backend.kick(tube, bound - kicked)
+            except QueueConnectionError as exc:
+                self._failed(server, exc)
+        return kicked
+
+    def delete_job(self, job: JobRef) -> None:
+        """Delete a job nobody holds, on its server; see :meth:`Backend.delete_job`."""
+        self._holding(job.server, job.id).delete_job(job)
+
+    def pause_tube(self, tube: str, seconds: int) -> None:
+        """Pause ``tube`` on every server that has it; see :meth:`Backend.pause_tube`.
+
+        :raises NotFound: when no server has it.
+        """
+
+        def pause(backend: BeanstalkBackend) -> bool:
+            try:
+                backend.pause_tube(tube, seconds)
+            except NotFound:
+                return False
+            return True
+
+        if not any(self._on_every_server(pause).values()):
+            raise NotFound(f"no server has queue {tube!r}")
+
+    def _on_every_server(self, command: Callable[[BeanstalkBackend], T]) -> dict[str, T]:
+        """Run ``command`` on each server that answers; by address.
+
+        A server that does not answer is left out (and skipped for a while).
+
+        :raises QueueConnectionError: when none answers.
+        """
+        results: dict[str, T] = {}
+        error: QueueConnectionError | None = None
+        now = time.monotonic()
+        for server in [server for server in self._servers if server.up(now)] or self._servers:
+            try:
+                results[server.address] = command(server.backend)
+            except QueueConnectionError as exc:
+                self._failed(server, exc)
+                error = exc
+        if not results and error is not None:
+            raise error
+        return results
+
     def max_job_size(self) -> int:
         """Return the smallest ``max-job-size`` of the servers that answer.
 
         :raises QueueConnectionError: when no server answers.
         """
-        sizes: list[int] = []
-        error: QueueConnectionError | None = None
-        now = time.monotonic()
-        for server in [server for server in self._servers if server.up(now)] or self._servers:
-            try:
-                sizes.append(server.backend.max_job_size())
-            except QueueConnectionError as exc:
-                self._failed(server, exc)
-                error = exc
-        if not sizes:
-            assert error is not None  # noqa: S101 - every server was tried and failed
-            raise error
-        return min(sizes)
+        return min(self._on_every_server(lambda backend: backend.max_job_size()).values())
 
     def close(self) -> None:
         """Close every server's connections."""

@@ -37,14 +37,16 @@ from .protocol import (
     Command,
     ProtocolError,
     ReplyReader,
+    found,
     number,
+    parse_list,
     parse_stats,
     reply_number,
     reply_values,
 )
 from .protocol import reserved as protocol_reserved
 
-__all__ = ["MAX_BODY", "BodyLimit", "Wire", "stats"]
+__all__ = ["MAX_BODY", "BodyLimit", "Wire", "listing", "stats"]
 
 # The longest single poll, in seconds: poll() takes at most 2**31 - 1 ms.
 MAX_POLL = 86_400.0
@@ -163,6 +165,14 @@ class Wire:
         job_id, size = protocol_reserved(self._line())
         return job_id, self.body(size)
 
+    def found(self) -> tuple[int, bytes]:
+        """Read a peek's reply: the job's id and body (``NOT_FOUND`` is Refused).
+
+        Raises as :meth:`reply` and :meth:`body` do.
+        """
+        job_id, size = found(self._line())
+        return job_id, self.body(size)
+
     def simple(self, command: bytes, expected: bytes) -> None:
         """Send a command whose reply is one word (``DELETED``, ``RELEASED`` ...) and read it.
 
@@ -264,12 +274,21 @@ class Wire:
 
 
 def stats(wire: Wire, command: Command) -> dict[str, str]:
-    """Send ``stats`` or ``stats-job <id>`` and return the reply's YAML mapping.
+    """Send ``stats``, ``stats-job <id>`` or ``stats-tube <name>``; return the reply's mapping.
 
     Raises as :meth:`Wire.reply` and :meth:`Wire.body` do, and ProtocolError
     when the mapping is malformed.
     """
+    return parse_stats(_yaml(wire, command))
+
+
+def listing(wire: Wire, command: Command) -> list[str]:
+    """Send ``list-tubes`` (or another listing) and return the reply's YAML list."""
+    return parse_list(_yaml(wire, command))
+
+
+def _yaml(wire: Wire, command: Command) -> bytes:
     data, expected = command
     wire.send(data)
     size = number(wire.reply(expected, 1)[0])
-    return parse_stats(wire.body(size, MAX_STATS))
+    return wire.body(size, MAX_STATS)

@@ -16,6 +16,7 @@ AREAS = (
     "codec",
     "factory",
     "handler",
+    "operate",
     "pipelining",
     "queue_api",
     "settle_after_close",
