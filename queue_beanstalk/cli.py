@@ -3,14 +3,21 @@
 Usage: ``queue-beanstalk [--version] COMMAND ...``, where COMMAND is
 
 ``worker package.module:function --queue NAME [--queue NAME ...] [--url URL] [--concurrency N]
-[--max-attempts N] [--path DIR ...]``
+[--max-attempts N] [--retry-delay SECONDS] [--burst] [--processes N] [--path DIR ...]``
     call the function for every message on the queues until SIGTERM or SIGINT
     (graceful: callbacks in flight finish); a second signal exits at once. The
     current directory is on the import path; a server not up yet is waited for.
+    ``--burst`` stops once no message is ready and none is in flight;
+    ``--processes N`` runs N worker processes under this one, restarting any
+    that dies.
 
 ``demo [--url URL] [--messages N]``
     show the Queue API, then a handler with several workers handling messages
     on two queues (delayed, retried, one buried), then a throughput burst.
+
+Both take ``--log-level LEVEL`` (DEBUG, INFO, WARNING or ERROR; INFO by
+default) and ``--log-format text|json`` (text by default); see
+:mod:`queue_beanstalk.logs`.
 
 Exit codes, also module constants::
 
@@ -25,24 +32,25 @@ Exit codes, also module constants::
     EXIT_NOT_CALLABLE 5    worker: what the target names is not callable, or is
                            an async function
     EXIT_HANDLER_FAILED 6  worker: a worker thread ended on an error it could
-                           not survive (logged); a supervisor should restart it
+                           not survive (logged); a supervisor should restart it.
+                           With --processes: a worker process ended otherwise
+                           than gracefully as they were being stopped
     EXIT_INTERRUPTED  130  stopped by Ctrl-C (128 + SIGINT, as shells report it),
                            or a worker told twice to stop
 
 Queue errors are reported as one line on stderr, without a traceback. Logging
-(to stderr, level INFO) is set up by :func:`main`, never on import.
+(to stderr) is set up by :func:`main`, never on import.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 
-from . import __version__
-from .checks import check_name
+from . import __version__, logs
+from .checks import check_name, whole_seconds
 from .errors import QueueConnectionError, QueueError
 from .queue_factory import DEFAULT_MAX_ATTEMPTS, URL_ENVIRONMENT_VARIABLE, factory
 
@@ -69,8 +77,9 @@ EXIT_HANDLER_FAILED = 6
 EXIT_INTERRUPTED = 130
 
 PROG = "queue-beanstalk"
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-LOG_DATE_FORMAT = "%H:%M:%S"
+# A worker process's own exits that a restart would only repeat: --processes
+# stops them all instead.
+_FATAL_EXITS = (EXIT_USAGE, EXIT_IMPORT, EXIT_NOT_CALLABLE)
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -82,9 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    logging_options = argparse.ArgumentParser(add_help=False)
+    logging_options.add_argument(
+        "--log-level", type=str.upper, choices=logs.LEVELS, default="INFO", metavar="LEVEL",
+        help=f"log only records at LEVEL and above: {', '.join(logs.LEVELS)} (default: INFO)",
+    )  # fmt: skip
+    logging_options.add_argument(
+        "--log-format", choices=logs.FORMATS, default="text",
+        help="text lines, or one JSON object per line for log shippers (default: text)",
+    )  # fmt: skip
 
     worker = commands.add_parser(
         "worker",
+        parents=[logging_options],
         help="call a function for every message on some queues, until SIGTERM",
         description="Run a handler calling FUNCTION for every message on the queues. "
         "SIGTERM or Ctrl-C stops it gracefully; a second one exits at once.",
@@ -108,6 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"tries before a failing message is buried (default: {DEFAULT_MAX_ATTEMPTS})",
     )  # fmt: skip
     worker.add_argument(
+        "--retry-delay", type=_seconds, metavar="SECONDS",
+        help="seconds before a failed message is tried again (default: 1, 2, 4 ... at most 300)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--burst", action="store_true",
+        help="stop, and exit 0, once no message is ready on the queues and none is in flight",
+    )  # fmt: skip
+    worker.add_argument(
+        "--processes", type=_count, default=0, metavar="N",
+        help="run N worker processes under this one, each with --concurrency workers, and "
+        "restart any that dies; 0 runs the worker in this process (default: 0)",
+    )  # fmt: skip
+    worker.add_argument(
         "--path", dest="paths", action="append", default=[], metavar="DIR",
         help="a directory to import from, before the current one (which always is); "
         "repeat for several",
@@ -116,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
+        parents=[logging_options],
         help="show a handler at work on two queues, then time a burst of messages",
         description="Use the Queue API by hand, then run a handler with 4 workers on "
         "messages put on two queues: delayed ones, failing ones that are retried, one that "
@@ -144,13 +177,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     :param argv: the arguments, without the program name.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         # argparse exits by itself for --help, --version and usage errors; return the
         # code instead, so that main() always returns and can be called from tests.
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT)
+    args.argv = argv  # --processes runs the same command line in each worker process
+    logs.configure(args.log_level, args.log_format)
     command: Command = args.command
     try:
         return command(args)
@@ -184,6 +219,16 @@ def _worker(args: argparse.Namespace) -> int:
         except argparse.ArgumentTypeError as exc:
             print(f"{PROG}: error: ${URL_ENVIRONMENT_VARIABLE}: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    if args.processes:
+        # The last --processes wins: each runs this command line in its own process.
+        command = [sys.executable, "-m", "queue_beanstalk", *args.argv, "--processes", "0"]
+        return worker_command.supervise(
+            command,
+            args.processes,
+            fatal_exits=_FATAL_EXITS,
+            forced_exit=EXIT_INTERRUPTED,
+            failed_exit=EXIT_HANDLER_FAILED,
+        )
     worker_command.import_path(args.paths)
     try:
         func = worker_command.resolve(args.target)
@@ -197,6 +242,8 @@ def _worker(args: argparse.Namespace) -> int:
             args.queues,
             concurrency=args.concurrency,
             max_attempts=args.max_attempts,
+            retry_delay=args.retry_delay,
+            burst=args.burst,
             forced_exit=EXIT_INTERRUPTED,
             failed_exit=EXIT_HANDLER_FAILED,
         )
@@ -221,10 +268,32 @@ def _queue_name(value: str) -> str:
 
 def _positive_int(value: str) -> int:
     """Return ``value`` as an int of at least 1."""
+    return _whole_number(value, 1)
+
+
+def _count(value: str) -> int:
+    """Return ``value`` as an int of at least 0."""
+    return _whole_number(value, 0)
+
+
+def _whole_number(value: str, least: int) -> int:
     try:
         number = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, not {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    if number < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, not {number}")
     return number
+
+
+def _seconds(value: str) -> float:
+    """Return ``value`` as seconds a message may be delayed by (beanstalkd's bound)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, not {value!r}") from None
+    try:
+        whole_seconds(seconds, "a delay")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return seconds

@@ -274,10 +274,10 @@ def _running(handler: Handler, out: TextIO) -> Iterator[None]:
 
 
 def _without_traceback(record: logging.LogRecord) -> bool:
-    """Log the handler's report of a scripted failure in one line: its traceback says nothing."""
+    """Leave out the traceback of a scripted failure: the line names it, and it says nothing."""
     failure = record.exc_info[1] if record.exc_info else None
     if isinstance(failure, ScriptedFailure):
-        record.msg, record.args, record.exc_info = f"{record.getMessage()}: {failure}", (), None
+        record.exc_info = None
     return True
 
 

@@ -25,6 +25,15 @@ Life cycle
     4. The keeper is closed last, by ``wait()`` once every worker has ended, so
        callbacks running past their time-to-run stay reserved to the end.
 
+Burst
+    A handler made with ``burst=True`` stops by itself, as if ``stop()`` were
+    called, once no message is ready on its queues and none is in flight:
+    each worker polls (a reserve that does not wait), and when a worker finds
+    nothing while every other one also found nothing and holds nothing, the
+    handler stops. A message released by a worker is polled for again before
+    that worker counts as idle, so a failed message retried at once is
+    handled; a delayed message is not ready, and is not waited for.
+
 Errors
     A worker survives whatever the codec, the wire or the backend raise: it
     logs the error, backs off and goes on (one boundary, in ``Handler._work``).
@@ -48,6 +57,7 @@ from .backend import Backend, Consumer, Lease, Reserved
 from .codec import Codec
 from .decoding import decode_reserved, priority_of
 from .errors import DecodeError, HandlerNotRunning, NotFound, QueueError
+from .logs import FailureLog, describe
 from .message import Message
 from .reservation_keeper import KEEP_AFTER, Kept, ReservationKeeper
 from .retries import Bury, Outcome, Retry, RetryDelay, RetryPolicy
@@ -59,6 +69,9 @@ logger = logging.getLogger("queue_beanstalk")
 # How long one reserve waits. stop() interrupts it, so this only bounds how long
 # a worker goes without noticing anything else.
 RESERVE_TIMEOUT = 5.0
+# Burst: seconds a worker that found nothing waits before it polls again, while
+# another worker is still busy (and may release a message, or a producer put one).
+BURST_POLL = 0.1
 
 
 class _State(enum.Enum):
@@ -92,6 +105,7 @@ class Handler:
         concurrency: int,
         max_attempts: int,
         retry_delay: RetryDelay,
+        burst: bool,
     ) -> None:
         self._func = func
         self._names = tuple(names)
@@ -108,6 +122,10 @@ class Handler:
         self._consumers: list[Consumer] = []
         self._keeper: ReservationKeeper | None = None
         self._health = _Health()
+        self._failures = FailureLog()
+        self._burst = burst
+        # Burst: which workers found nothing on their last poll and hold nothing.
+        self._idle: list[bool] = []
 
     @property
     def running(self) -> bool:
@@ -170,6 +188,7 @@ class Handler:
             )
             for number, consumer in enumerate(self._consumers)
         ]
+        self._idle = [False] * self._concurrency
         self._state = _State.RUNNING
         try:
             for worker in self._workers:
@@ -277,6 +296,10 @@ class Handler:
         try:
             failures = 0
             while not stopping.is_set():
+                if self._burst:
+                    # Busy from before the reserve: a worker checking whether all
+                    # are idle must not count one whose reserve may yet take a message.
+                    self._idle[slot] = False
                 try:
                     reserved = self._next(consumer, done)
                 except Exception as exc:  # noqa: BLE001 - a worker outlives anything a backend raises
@@ -290,6 +313,8 @@ class Handler:
                     failures = 0
                     self._health.recovered()
                 if reserved is None:
+                    if self._burst and not stopping.is_set():
+                        self._found_nothing(slot, stopping)
                     continue
                 if stopping.is_set():
                     # Reserved as stop() came: hand it back at once, not started.
@@ -312,13 +337,35 @@ class Handler:
             consumer.close()
 
     def _next(self, consumer: Consumer, done: Lease | None) -> Reserved | None:
-        """Reserve the next message, deleting ``done`` in the same write."""
+        """Reserve the next message, deleting ``done`` in the same write.
+
+        In burst mode the reserve polls: it does not wait for a message.
+        """
+        timeout = 0.0 if self._burst else RESERVE_TIMEOUT
         if done is None:
-            return consumer.reserve(RESERVE_TIMEOUT)
-        deleted, reserved = consumer.delete_and_reserve(done, RESERVE_TIMEOUT)
+            return consumer.reserve(timeout)
+        deleted, reserved = consumer.delete_and_reserve(done, timeout)
         if not deleted:
             _log_lost(done, Outcome.DELETE)
         return reserved
+
+    def _found_nothing(self, slot: int, stopping: threading.Event) -> None:
+        """Burst: stop the handler if no other worker is busy, else wait, to poll again."""
+        with self._lock:
+            self._idle[slot] = True
+            drained = (
+                all(self._idle) and self._state is _State.RUNNING and stopping is self._stopping
+            )
+            if drained:
+                self._state = _State.STOPPING
+                self._interrupt()
+        if drained:
+            logger.info(
+                "handler: no message ready on %s and none in flight; stopping (burst)",
+                ", ".join(self._names),
+            )
+        else:
+            stopping.wait(BURST_POLL)
 
     def _handle(self, reserved: Reserved, keeper: ReservationKeeper, slot: int) -> Lease | None:
         """Call the function; return the lease when its message is to be deleted."""
@@ -331,12 +378,17 @@ class Handler:
         try:
             self._func(message)
         except Retry as request:
+            logger.debug(
+                "handler function raised Retry on %s; released, tried again in %ds",
+                describe(message),
+                request.delay,
+            )
             self._settle(lease, Outcome.RELEASE, request.delay)
         except Bury:
+            logger.info("handler function raised Bury on %s; buried", describe(message))
             self._settle(lease, Outcome.BURY)
-        except BaseException:
-            logger.exception("handler function failed on %r", message)
-            self._fail(lease, message)
+        except BaseException as error:  # noqa: BLE001 - logged; the message retried or buried
+            self._fail(lease, message, error)
         else:
             # Claimed now, so the keeper stops touching it; deleted with the next reserve.
             return lease if lease.claim() else None
@@ -344,16 +396,24 @@ class Handler:
             keeper.slots[slot] = None
         return None
 
-    def _fail(self, lease: Lease, message: Message) -> None:
+    def _fail(self, lease: Lease, message: Message, error: BaseException) -> None:
+        """Release or bury the message of a call that raised ``error``, and log it."""
+        attempts: int | None
         try:
             stats = self._backend.stats_job(lease.ref)
             attempts, priority = stats.reserves, stats.priority
         except QueueError:
             # The server will tell next time; a release is the safe side.
-            attempts, priority = 1, self._priority
-        outcome, delay = self._policy.after_failure(attempts)
-        if outcome is Outcome.BURY:
-            logger.error("giving up on %r after %d attempt(s): buried", message, attempts)
+            attempts, priority = None, self._priority
+        outcome, delay = self._policy.after_failure(attempts or 1)
+        self._failures.failed(
+            message,
+            error,
+            attempts,
+            self._policy.max_attempts,
+            buried=outcome is Outcome.BURY,
+            delay=delay,
+        )
         self._settle(lease, outcome, delay, priority)
 
     def _settle(

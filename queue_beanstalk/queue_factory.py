@@ -114,6 +114,7 @@ class QueueFactory:
         concurrency: int = 1,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         retry_delay: RetryDelay = exponential_backoff,
+        burst: bool = False,
     ) -> Handler:
         """Return a handler calling ``func(message)`` for every message on the named queues.
 
@@ -129,6 +130,9 @@ class QueueFactory:
         :param retry_delay: seconds before a failed message is tried again, or a
             function of the attempt number (1, 2, ...) giving seconds; by default
             1, 2, 4 ... seconds, at most 300.
+        :param burst: stop by itself, as if ``stop()`` were called, once no
+            message is ready on the queues and none is in flight (a delayed
+            message is not ready); ``wait()`` then returns.
         :raises TypeError: when ``func`` is not callable, or is an ``async def``
             function (handlers run functions in threads and await nothing).
         :raises InvalidName: for a queue name beanstalkd would refuse.
@@ -148,6 +152,7 @@ class QueueFactory:
             concurrency=check_count(concurrency, "concurrency", 1),
             max_attempts=check_count(max_attempts, "max_attempts", 1),
             retry_delay=retry_delay,
+            burst=burst,
         )
 
     def queues(self) -> list[str]:

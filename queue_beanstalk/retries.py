@@ -42,7 +42,7 @@ class Outcome(enum.Enum):
 class Retry(Exception):
     """Raise from a handler function to release the message, to be tried again after ``delay``.
 
-    It is not an error: nothing is logged and no backoff applies. The call still
+    It is not an error: it is logged at DEBUG only, and no backoff applies. The call still
     counts as one of the message's ``max_attempts`` tries (the server counts
     every reserve), so a message that keeps asking for retries is eventually
     buried by its next failure.

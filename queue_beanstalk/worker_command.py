@@ -8,7 +8,16 @@ finish and their messages are settled, and the process exits 0. A second
 signal exits at once: the connections are closed, so the server hands the
 messages still held out again. Should the handler fail (a worker ended on an
 error it could not survive), the command stops the other workers the same way
-and exits non-zero, so that a supervisor restarts it.
+and exits non-zero, so that a supervisor restarts it. With ``--burst`` the
+handler stops by itself once no message is ready and none is in flight, and
+the command exits 0.
+
+With ``--processes N`` the command is that supervisor for N worker processes
+(:func:`supervise`): each runs the same command line in a session of its own,
+so that a terminal's Ctrl-C reaches only the parent, which passes each signal
+on as SIGTERM and exits once they all have. A worker process that ends
+otherwise than by exiting 0 is restarted, the sooner the longer it ran
+(:func:`restart_delay`); one that cannot import its function stops them all.
 
 Signal handlers only record the signal; the main thread does the rest.
 """
@@ -19,22 +28,30 @@ import importlib
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from types import FrameType
 
 from .checks import check_handler_function
 from .errors import HandlerNotRunning, QueueConnectionError
 from .message import Message
 from .queue_factory import QueueFactory
+from .retries import RetryDelay
 
-__all__ = ["TargetError", "import_path", "resolve", "run"]
+__all__ = ["TargetError", "import_path", "resolve", "restart_delay", "run", "supervise"]
 
 logger = logging.getLogger("queue_beanstalk")
 
 # Seconds between looks at the signal count: how long a signal may wait to be acted on.
 POLL = 0.1
+# Seconds before a dead worker process is restarted: from the first, doubled each
+# time one dies young, up to the most; one that lived RESTART_RESET seconds
+# starts from the first again.
+RESTART_FIRST = 0.5
+RESTART_MOST = 30.0
+RESTART_RESET = 60.0
 
 
 class TargetError(Exception):
@@ -118,6 +135,8 @@ def run(
     *,
     concurrency: int,
     max_attempts: int,
+    retry_delay: RetryDelay | None,
+    burst: bool,
     forced_exit: int,
     failed_exit: int,
 ) -> int:
@@ -125,12 +144,19 @@ def run(
 
     A second signal ends the process at once with ``forced_exit``. When the
     handler fails, its workers are let finish and ``failed_exit`` is returned.
+    With ``burst``, the handler also stops by itself once no message is ready
+    and none is in flight, and 0 is returned.
+
+    :param retry_delay: as :meth:`QueueFactory.handler`'s; None for its default.
 
     A server that does not answer at start is waited for (the handler's
     workers try again with backoff), as when it goes away later: a worker
     started before its server, by a supervisor, does not exit.
     """
-    handler = queues.handler(func, *names, concurrency=concurrency, max_attempts=max_attempts)
+    options = {} if retry_delay is None else {"retry_delay": retry_delay}
+    handler = queues.handler(
+        func, *names, concurrency=concurrency, max_attempts=max_attempts, burst=burst, **options
+    )
     signals = _Signals()
     signals.install()
     try:
@@ -144,11 +170,12 @@ def run(
     try:
         handler.stop()
         logger.info("stopping: waiting for callbacks in flight; a second signal exits at once")
-    except HandlerNotRunning:  # it failed, and is stopping by itself
-        logger.error(
-            "the handler failed (%r); stopping so that a supervisor can restart the worker",
-            handler.failure,
-        )
+    except HandlerNotRunning:  # it failed, or (burst) found nothing more to do
+        if handler.failure is not None:
+            logger.error(
+                "the handler failed (%r); stopping so that a supervisor can restart the worker",
+                handler.failure,
+            )
     while not handler.wait(POLL):
         if signals.received > 1:
             logger.warning("second signal: exiting now; messages in flight go back to the server")
@@ -161,4 +188,172 @@ def run(
         logger.error("worker stopped after a failure")
         return failed_exit
     logger.info("worker stopped")
+    return 0
+
+
+def restart_delay(previous: float, lived: float) -> float:
+    """Return seconds to wait before restarting a worker process that died.
+
+    :param previous: the delay before its last start; 0 for none.
+    :param lived: seconds it ran. One that died young waits twice as long as
+        last time, at most RESTART_MOST, so that one crashing at start does
+        not spin; one that ran RESTART_RESET seconds waits RESTART_FIRST.
+    """
+    if previous <= 0 or lived >= RESTART_RESET:
+        return RESTART_FIRST
+    return min(RESTART_MOST, previous * 2)
+
+
+class _Child:
+    """One worker process of :func:`supervise`, in a session of its own."""
+
+    def __init__(self, number: int, command: Sequence[str]) -> None:
+        self.number = number
+        self._command = command
+        self._process: subprocess.Popen[bytes] | None = None
+        self._started = 0.0
+        self._delay = 0.0
+        #: When to start it (again); None while it runs, or once it has ended for good.
+        self.due: float | None = time.monotonic()
+        #: Its exit status once it has ended for good.
+        self.status: int | None = None
+
+    def start(self) -> None:
+        """Start the process now; a failure to is logged, and tried again later."""
+        self._started = time.monotonic()
+        try:
+            # The command is this program's own command line, run again.
+            self._process = subprocess.Popen(self._command, start_new_session=True)  # noqa: S603
+        except OSError as exc:
+            self._delay = restart_delay(self._delay, 0)
+            self.due = time.monotonic() + self._delay
+            logger.error(
+                "worker process %d could not be started (%s); trying again in %gs",
+                self.number,
+                exc,
+                self._delay,
+            )
+            return
+        self.due = None
+        logger.info("worker process %d started: pid %d", self.number, self._process.pid)
+
+    def terminate(self) -> None:
+        """Send the process SIGTERM if it runs."""
+        if self._process is not None and self._process.returncode is None:
+            self._process.send_signal(signal.SIGTERM)
+
+    def ended(self) -> tuple[int, int] | None:
+        """Return the process's pid and exit status once it has ended (once), else None."""
+        if self._process is None or self._process.poll() is None:
+            return None
+        ended, self._process = self._process, None
+        return ended.pid, ended.returncode
+
+    def restart_later(self, pid: int, status: int) -> None:
+        """Log how the process ended, and have it started again after a delay."""
+        self._delay = restart_delay(self._delay, time.monotonic() - self._started)
+        self.due = time.monotonic() + self._delay
+        logger.error(
+            "worker process %d (pid %d) %s; restarting it in %gs",
+            self.number,
+            pid,
+            _how(status),
+            self._delay,
+        )
+
+
+def _how(status: int) -> str:
+    """Return how a process with exit status ``status`` (Popen's returncode) ended."""
+    if status < 0:
+        return f"was killed by {signal.Signals(-status).name}"
+    return f"exited with status {status}"
+
+
+def supervise(
+    command: Sequence[str],
+    processes: int,
+    *,
+    fatal_exits: Collection[int],
+    forced_exit: int,
+    failed_exit: int,
+) -> int:
+    """Run ``processes`` worker processes, each ``command``, until SIGTERM or SIGINT.
+
+    The first signal is passed on to each as SIGTERM (a graceful stop), and
+    all are waited for; a second one is passed on the same way, which makes
+    them exit at once. A process that exits 0 by itself (``--burst``) is done;
+    one that exits with a status in ``fatal_exits`` (its function cannot be
+    imported: a restart would fail the same way) stops the others, and its
+    status is returned; any other end is logged and the process restarted
+    after :func:`restart_delay`.
+
+    :returns: 0 once every process has exited 0 (after a signal, or by
+        itself); ``forced_exit`` after a second signal; ``failed_exit`` when a
+        process ended otherwise while they were being stopped.
+    """
+    signals = _Signals()
+    signals.install()
+    children = [_Child(number, command) for number in range(1, processes + 1)]
+    logger.info(
+        "worker: running %d worker processes (pid %d); SIGTERM or Ctrl-C stops them",
+        processes,
+        os.getpid(),
+    )
+    passed_on = 0
+    fatal: int | None = None
+    while not all(child.status is not None for child in children):
+        if signals.received > passed_on:
+            # One a round: two sent at once could reach a child as one.
+            passed_on += 1
+            if passed_on == 1:
+                logger.info("stopping the worker processes; a second signal stops them at once")
+            for child in children:
+                child.terminate()
+        for child in children:
+            stopping = passed_on > 0 or fatal is not None
+            if child.status is not None:
+                continue
+            ended = child.ended()
+            if ended is None:
+                if child.due is not None and stopping:
+                    child.status = 0  # its restart is called off: nothing was running
+                elif child.due is not None and child.due <= time.monotonic():
+                    child.start()
+                continue
+            pid, status = ended
+            if status in fatal_exits:
+                logger.error(
+                    "worker process %d (pid %d) cannot run (status %d); stopping the others",
+                    child.number,
+                    pid,
+                    status,
+                )
+                fatal = status if fatal is None else fatal
+                for other in children:
+                    other.terminate()
+            elif status == 0 or (stopping and status == -signal.SIGTERM):
+                # Killed by the SIGTERM passed on before it could catch one: it
+                # had started no handler, so nothing was cut short.
+                status = 0
+                logger.info("worker process %d (pid %d) exited 0", child.number, pid)
+            elif stopping:
+                logger.error(
+                    "worker process %d (pid %d) %s as it was stopping",
+                    child.number,
+                    pid,
+                    _how(status),
+                )
+            else:
+                child.restart_later(pid, status)
+                continue
+            child.status = status
+        time.sleep(POLL)
+    if fatal is not None:
+        return fatal
+    if passed_on > 1:
+        return forced_exit
+    if any(child.status != 0 for child in children):
+        logger.error("worker processes stopped; some did not stop gracefully")
+        return failed_exit
+    logger.info("worker processes stopped")
     return 0
