@@ -44,8 +44,11 @@ from .connections import Connection, Pool
 from .protocol import Command, ProtocolError, Refused
 
 __all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_IDLE",
     "DEFAULT_PORT",
+    "DEFAULT_TIMEOUT",
     "LOWER_ERRORS",
     "BeanstalkBackend",
     "translate",
@@ -55,6 +58,12 @@ logger = logging.getLogger("queue_beanstalk")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 11300
+#: Seconds to wait for a connection to open.
+DEFAULT_CONNECT_TIMEOUT = 5.0
+#: Seconds a reply may take to arrive whole.
+DEFAULT_TIMEOUT = 10.0
+#: Free idle connections a pool keeps for reuse.
+DEFAULT_MAX_IDLE = 16
 #: Connections a backend's pool opens at most for commands (handler workers have their own).
 DEFAULT_MAX_CONNECTIONS = 64
 T = TypeVar("T")
@@ -153,9 +162,9 @@ class BeanstalkBackend(Backend):
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
         *,
-        connect_timeout: Seconds = 5.0,
-        timeout: Seconds = 10.0,
-        max_idle: int = 16,
+        connect_timeout: Seconds = DEFAULT_CONNECT_TIMEOUT,
+        timeout: Seconds = DEFAULT_TIMEOUT,
+        max_idle: int = DEFAULT_MAX_IDLE,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         retry_for: Seconds = 0,
         uncertain_puts: str = "resend",

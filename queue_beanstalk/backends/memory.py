@@ -287,12 +287,7 @@ class MemoryBackend(Backend):
     def stats_job(self, job: JobRef) -> JobStats:
         """Return a job's counters; see :meth:`Backend.stats_job`."""
         with self._changed:
-            self._check_open()
-            self._run_timers(time.monotonic())
-            found = self._job(job)
-            if found is None:
-                raise NotFound(f"job {job.id} does not exist")
-            return self._stats(found)
+            return self._stats(self._existing(job))
 
     def _stats(self, job: _Job) -> JobStats:
         return JobStats(
@@ -400,11 +395,7 @@ class MemoryBackend(Backend):
     def delete_job(self, job: JobRef) -> None:
         """Delete a ready, delayed or buried job by id; see :meth:`Backend.delete_job`."""
         with self._changed:
-            self._check_open()
-            self._run_timers(time.monotonic())
-            found = self._job(job)
-            if found is None:
-                raise NotFound(f"job {job.id} does not exist")
+            found = self._existing(job)
             if found.state == "reserved":
                 raise NotFound(
                     f"job {job.id} is reserved: only the worker holding it may delete it"
@@ -420,6 +411,15 @@ class MemoryBackend(Backend):
             else:
                 self._paused.pop(tube, None)
             self._changed.notify_all()  # a waiting reserve looks again, or sets its wake-up
+
+    def _existing(self, job: JobRef) -> _Job:
+        """Return the job ``job`` names, due timers run first; NotFound if none. Hold the lock."""
+        self._check_open()
+        self._run_timers(time.monotonic())
+        found = self._job(job)
+        if found is None:
+            raise NotFound(f"job {job.id} does not exist")
+        return found
 
     def _job(self, job: JobRef) -> _Job | None:
         """Return the job ``job`` names, None if none; NotFound for another server's."""

@@ -51,7 +51,15 @@ from ..errors import (
     ServerError,
     Timeout,
 )
-from .beanstalk import DEFAULT_MAX_CONNECTIONS, UNCERTAIN_PUTS, Backoff, BeanstalkBackend
+from .beanstalk import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_IDLE,
+    DEFAULT_TIMEOUT,
+    UNCERTAIN_PUTS,
+    Backoff,
+    BeanstalkBackend,
+)
 
 __all__ = ["DRAIN_RECHECK", "WAIT_SLICE", "ServersBackend"]
 
@@ -125,9 +133,9 @@ class ServersBackend(Backend):
         self,
         servers: Sequence[tuple[str, int]],
         *,
-        connect_timeout: Seconds = 5.0,
-        timeout: Seconds = 10.0,
-        max_idle: int = 16,
+        connect_timeout: Seconds = DEFAULT_CONNECT_TIMEOUT,
+        timeout: Seconds = DEFAULT_TIMEOUT,
+        max_idle: int = DEFAULT_MAX_IDLE,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         retry_for: Seconds = 0,
         uncertain_puts: str = "resend",

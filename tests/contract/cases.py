@@ -102,34 +102,7 @@ class BeanstalkdCase(BackendCase):
         return str(request.getfixturevalue("beanstalkd_url"))
 
     def raw_put(self, queues: QueueFactory, request: pytest.FixtureRequest) -> RawPut:
-        """Return a put through a greenstalk client of its own."""
-        address = self.url(request).removeprefix("beanstalk://")
-        host, port = address.split(":")
-
-        def put_greenstalk(tube: str, body: bytes) -> JobRef:
-            with greenstalk.Client((host, int(port)), encoding=None, use=tube) as client:
-                return JobRef(client.put(body, priority=0), address)
-
-        return put_greenstalk
-
-    def drain(self, queues: QueueFactory, *tubes: str, until: Callable[[], bool]) -> None:
-        """Poll until ``until`` holds: beanstalkd has no wait for an empty tube."""
-        eventually(until, timeout=DRAIN_TIMEOUT)
-
-
-class ServersCase(BackendCase):
-    """Three real beanstalkd servers behind one URL; another client puts on the first."""
-
-    has_server = True
-    misses_idle_ttr = True
-    orders_across_puts = False
-
-    def url(self, request: pytest.FixtureRequest) -> str:
-        """Return the session's three-server URL (the test is skipped when there is none)."""
-        return str(request.getfixturevalue("beanstalkd_servers_url"))
-
-    def raw_put(self, queues: QueueFactory, request: pytest.FixtureRequest) -> RawPut:
-        """Return a put through a greenstalk client of its own, on the first server."""
+        """Return a put through a greenstalk client of its own (on the first server of a list)."""
         address = self.url(request).removeprefix("beanstalk://").split(",")[0]
         host, port = address.split(":")
 
@@ -142,3 +115,13 @@ class ServersCase(BackendCase):
     def drain(self, queues: QueueFactory, *tubes: str, until: Callable[[], bool]) -> None:
         """Poll until ``until`` holds: beanstalkd has no wait for an empty tube."""
         eventually(until, timeout=DRAIN_TIMEOUT)
+
+
+class ServersCase(BeanstalkdCase):
+    """Three real beanstalkd servers behind one URL; another client puts on the first."""
+
+    orders_across_puts = False
+
+    def url(self, request: pytest.FixtureRequest) -> str:
+        """Return the session's three-server URL (the test is skipped when there is none)."""
+        return str(request.getfixturevalue("beanstalkd_servers_url"))
