@@ -401,7 +401,8 @@ class Handler:
         attempts: int | None
         try:
             stats = self._backend.stats_job(lease.ref)
-            attempts, priority = stats.reserves, stats.priority
+            attempts = self._policy.attempt(stats.reserves, stats.kicks)
+            priority = stats.priority
         except QueueError:
             # The server will tell next time; a release is the safe side.
             attempts, priority = None, self._priority

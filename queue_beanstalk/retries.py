@@ -7,7 +7,7 @@
   once it has been tried ``max_attempts`` times (:class:`RetryPolicy`). Tries
   are the server's ``reserves`` count, so they survive a worker's restart, and
   every hand-out counts: a :class:`Retry`, a time-to-run expiry or a worker's
-  death uses one up too.
+  death uses one up too. Each kick starts a fresh set (:meth:`RetryPolicy.attempt`).
 """
 
 from __future__ import annotations
@@ -82,6 +82,19 @@ class RetryPolicy:
     def __init__(self, max_attempts: int, retry_delay: RetryDelay) -> None:
         self.max_attempts = max_attempts
         self._retry_delay = retry_delay
+
+    def attempt(self, reserves: int, kicks: int) -> int:
+        """Return which try of its current set a message's call is, from the server's counts.
+
+        Each kick (an operator's ``kick``, say after fixing a bug) starts a
+        fresh set of ``max_attempts`` tries. The server counts reserves and
+        kicks but not the reserves before each kick; a message kicked after it
+        was buried for running out of tries had ``max_attempts`` reserves per
+        set, which is subtracted. One buried early (``Bury``, an undecodable
+        body) or kicked while delayed gets at least ``max_attempts`` tries after
+        a kick, never fewer.
+        """
+        return max(1, reserves - kicks * self.max_attempts)
 
     def after_failure(self, attempts: int) -> tuple[Outcome, int]:
         """Return what to do with a message whose call failed, tried ``attempts`` times.

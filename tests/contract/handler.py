@@ -142,6 +142,30 @@ class HandlerContract(BackendCase):
         assert failures[0].exc_info is not None
         assert any("giving up" in r.getMessage() for r in caplog.records)
 
+    def test_each_kick_gives_a_buried_message_a_fresh_set_of_tries(
+        self, queues: QueueFactory, tube: str, stopping: list[Handler]
+    ) -> None:
+        calls: list[int | None] = []
+
+        def fail(message: Message) -> None:
+            calls.append(message.id)
+            raise RuntimeError("fails until the bug is fixed")
+
+        handler = queues.handler(fail, tube, max_attempts=3, retry_delay=0)
+        stopping.append(handler)
+        queue = queues.get(tube)
+        job = put_job(queue, Message("kicked"))
+        handler.start()
+        for kicks in range(3):
+            self.drain(
+                queues, tube, until=lambda: queues.backend.stats_job(job).state == "buried"
+            )
+            assert len(calls) == 3 * (kicks + 1)
+            queues.backend.kick_job(job)
+        self.drain(queues, tube, until=lambda: queues.backend.stats_job(job).buries == 4)
+        stats = queues.backend.stats_job(job)
+        assert (stats.reserves, stats.kicks, stats.buries) == (12, 3, 4)
+
     def test_a_failing_message_waits_retry_delay_between_attempts(
         self, queues: QueueFactory, tube: str, stopping: list[Handler]
     ) -> None:
