@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from queue_beanstalk import (
     PutManyError,
     PutOutcomeUnknown,
     QueueConnectionError,
+    QueueFactory,
     ServerError,
     ServersBackend,
     Timeout,
@@ -76,6 +78,13 @@ def ready_on(server: BeanstalkdServer, tube: str) -> int:
             return int(client.stats_tube(tube)["current-jobs-ready"])
         except greenstalk.NotFoundError:
             return 0
+
+
+def first_puts_first(queues: QueueFactory) -> None:
+    """Make the next put go to the first server listed (it starts at a random one)."""
+    backend = queues.backend
+    assert isinstance(backend, ServersBackend)
+    backend._put_turn = itertools.count(0)
 
 
 def restart(server: BeanstalkdServer) -> None:
@@ -278,6 +287,7 @@ def test_a_refusal_every_server_would_make_is_raised_not_retried(
 ) -> None:
     fake = fake_beanstalkd({b"put": [reply]})
     with factory(f"beanstalk://127.0.0.1:{fake.port},{address(server)}") as queues:
+        first_puts_first(queues)
         with pytest.raises(error):
             queues.get(tube).put(Message("refused"))
         assert ready_on(server, tube) == 0
@@ -288,6 +298,7 @@ def test_a_buried_put_is_stored_not_retried(
 ) -> None:
     fake = fake_beanstalkd({b"put": [Reply(b"BURIED 7\r\n")]})
     with factory(f"beanstalk://127.0.0.1:{fake.port},{address(server)}") as queues:
+        first_puts_first(queues)
         message = Message("buried")
         assert queues.get(tube).put(message) == 7
         assert message.server == f"127.0.0.1:{fake.port}"
@@ -299,6 +310,7 @@ def test_a_put_sent_and_unanswered_is_resent_elsewhere_by_default(
 ) -> None:
     fake = fake_beanstalkd({b"put": [Reply(close=True)]})
     with factory(f"beanstalk://127.0.0.1:{fake.port},{address(server)}") as queues:
+        first_puts_first(queues)
         message = Message("resent")
         queues.get(tube).put(message)
         assert message.server == address(server)
@@ -311,6 +323,7 @@ def test_uncertain_puts_raise_says_the_put_may_have_been_stored(
     fake = fake_beanstalkd({b"put": [Reply(close=True)]})
     url = f"beanstalk://127.0.0.1:{fake.port},{address(server)}?uncertain_puts=raise"
     with factory(url) as queues:
+        first_puts_first(queues)
         with pytest.raises(PutOutcomeUnknown, match="may have been stored"):
             queues.get(tube).put(Message("unsure"))
         assert ready_on(server, tube) == 0
@@ -591,6 +604,7 @@ def test_put_many_sends_what_one_server_refused_on_to_the_next(
     fake = fake_beanstalkd({b"put": replies})
     fake_address = f"127.0.0.1:{fake.port}"
     with factory(f"beanstalk://{fake_address},{address(server)}") as queues:
+        first_puts_first(queues)
         messages = [Message("m", [str(n)]) for n in range(3)]
         ids = queues.get(tube).put_many(messages)
         assert [message.server for message in messages] == [

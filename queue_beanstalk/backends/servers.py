@@ -171,8 +171,10 @@ class ServersBackend(Backend):
         # (a stale read only tries a server a moment early or late).
         self._lock = threading.Lock()
         # Whose turn it is to take the next put, and to be waited on by a reserve.
-        self._put_turn = itertools.count()
-        self._reserve_turn = itertools.count()
+        # Each starts at a random server: many short-lived producers (a command
+        # run per put) do not all put on the first.
+        self._put_turn = itertools.count(random.randrange(len(self._servers)))  # noqa: S311
+        self._reserve_turn = itertools.count(random.randrange(len(self._servers)))  # noqa: S311
 
     @property
     def addresses(self) -> list[str]:

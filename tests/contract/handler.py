@@ -157,9 +157,7 @@ class HandlerContract(BackendCase):
         job = put_job(queue, Message("kicked"))
         handler.start()
         for kicks in range(3):
-            self.drain(
-                queues, tube, until=lambda: queues.backend.stats_job(job).state == "buried"
-            )
+            self.drain(queues, tube, until=lambda: queues.backend.stats_job(job).state == "buried")
             assert len(calls) == 3 * (kicks + 1)
             queues.backend.kick_job(job)
         self.drain(queues, tube, until=lambda: queues.backend.stats_job(job).buries == 4)
