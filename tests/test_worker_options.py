@@ -260,6 +260,8 @@ def test_processes_a_second_signal_stops_every_child_at_once(
     )
     workers.append(worker)
     eventually(lambda: queues.backend.stats_job(job).state == "reserved")
+    # Both children must have their signal handlers before the first signal.
+    eventually(lambda: worker.err.count("worker running (pid") == 2)
     worker.process.send_signal(signal.SIGTERM)
     eventually(lambda: worker.err.count("stopping: waiting for callbacks in flight") == 2)
     worker.process.send_signal(signal.SIGTERM)

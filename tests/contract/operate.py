@@ -108,8 +108,8 @@ class OperateContract(BackendCase):
 
     def test_kick_message_and_delete_peeked(self, queues: QueueFactory, tube: str) -> None:
         queue = queues.get(tube)
-        for action in ("poison", "fixed"):
-            queue.put(Message(action))
+        queue.put_many([Message("poison"), Message("fixed")])  # one batch: one server, in order
+        for _ in range(2):
             queue.bury(queue.get(timeout=1))
         poison = queue.peek_buried()
         assert poison is not None

@@ -341,13 +341,13 @@ class QueueContract(BackendCase):
     ) -> None:
         queue = queues.get(tube)
         bad_id = raw_put(tube, body)
-        queue.put(Message("next"))
         with pytest.raises(DecodeError) as caught:
             queue.get(timeout=1)
         assert (caught.value.job_id, caught.value.server) == bad_id
         assert caught.value.body == body
         assert caught.value.queue == tube
         assert queues.backend.stats_job(bad_id).state == "buried"
+        queue.put(Message("next"))  # the queue goes on as before
         got = queue.get(timeout=1)
         assert got == Message("next")
         queue.delete(got)
