@@ -3,19 +3,23 @@
 Usage: ``queue-beanstalk [--version] COMMAND ...``, where COMMAND is
 
 ``worker package.module:function --queue NAME [--queue NAME ...] [--url URL] [--concurrency N]
-[--max-attempts N] [--retry-delay SECONDS] [--burst] [--processes N] [--path DIR ...]``
+[--max-attempts N] [--retry-delay SECONDS] [--burst] [--processes N] [--path DIR ...]
+[--metrics-port PORT [--metrics-host HOST]]``
     call the function for every message on the queues until SIGTERM or SIGINT
     (graceful: callbacks in flight finish); a second signal exits at once. The
     current directory is on the import path; a server not up yet is waited for.
     ``--burst`` stops once no message is ready and none is in flight;
     ``--processes N`` runs N worker processes under this one, restarting any
-    that dies.
+    that dies; ``--metrics-port`` serves Prometheus metrics (:mod:`queue_beanstalk.metrics`).
 
 ``demo [--url URL] [--messages N]``
     show the Queue API, then a handler with several workers handling messages
     on two queues (delayed, retried, one buried), then a throughput burst.
 
-Both take ``--log-level LEVEL`` (DEBUG, INFO, WARNING or ERROR; INFO by
+``stats``, ``peek``, ``kick``, ``delete``, ``put``, ``pause``, ``empty`` (each with ``--url URL``)
+    operate the queues: see :mod:`queue_beanstalk.operate_command`.
+
+All take ``--log-level LEVEL`` (DEBUG, INFO, WARNING or ERROR; INFO by
 default) and ``--log-format text|json`` (text by default); see
 :mod:`queue_beanstalk.logs`.
 
@@ -65,6 +69,7 @@ __all__ = [
     "EXIT_USAGE",
     "build_parser",
     "main",
+    "resolve_url",
 ]
 
 EXIT_OK = 0
@@ -144,6 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="a directory to import from, before the current one (which always is); "
         "repeat for several",
     )  # fmt: skip
+    worker.add_argument(
+        "--metrics-port", type=_port, metavar="PORT",
+        help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics; needs "
+        "pip install 'queue_beanstalk[metrics]'; not with --processes",
+    )  # fmt: skip
+    worker.add_argument(
+        "--metrics-host", default="127.0.0.1", metavar="HOST",
+        help="the address --metrics-port listens on (default: 127.0.0.1; 0.0.0.0 for every one)",
+    )  # fmt: skip
     worker.set_defaults(command=_worker)
 
     demo = commands.add_parser(
@@ -169,7 +183,135 @@ def build_parser() -> argparse.ArgumentParser:
         help="no-op messages the throughput burst puts through a handler (default: 1000)",
     )
     demo.set_defaults(command=_demo)
+    _add_operating_commands(commands, logging_options)
     return parser
+
+
+def _add_operating_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    logging_options: argparse.ArgumentParser,
+) -> None:
+    """Add stats, peek, kick, delete, put, pause and empty (issue 13) to ``commands``."""
+    # Imported here: it takes its exit codes from this module.
+    from . import operate_command as operate
+
+    common = argparse.ArgumentParser(add_help=False, parents=[logging_options])
+    common.add_argument(
+        "--url",
+        type=_queue_url,
+        help="the queue server (default: $QUEUE_BEANSTALK_URL, else beanstalk://127.0.0.1:11300)",
+    )
+
+    def add(name: str, command: Command, summary: str, description: str) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, parents=[common], help=summary, description=description)
+        parser.set_defaults(command=command)
+        return parser
+
+    stats = add(
+        "stats", operate.stats, "show the queues' counts",
+        "Show each queue's ready, delayed, reserved, buried, urgent and waiting counts, "
+        "and whether it is paused; every queue the servers have when none is named.",
+    )  # fmt: skip
+    stats.add_argument("queues", nargs="*", type=_queue_name, metavar="QUEUE")
+    stats.add_argument(
+        "--json", action="store_true",
+        help="print JSON: {\"queues\": {NAME: {\"ready\": N, ...}}, ...}, with each server's "
+        "figures under \"servers\" when there are several",
+    )  # fmt: skip
+    stats.add_argument(
+        "--watch", type=operate.interval, metavar="SECONDS",
+        help="show them again every SECONDS until Ctrl-C (which exits 0); with --json, "
+        "one JSON object a line",
+    )  # fmt: skip
+
+    peek = add(
+        "peek", operate.peek, "show the next message of a queue, without taking it",
+        "Show the next ready (or delayed, or buried) message of QUEUE: its action and "
+        "args, or its raw body when it cannot be decoded; its id, state, age, priority, "
+        "and how often it was reserved, released, buried and kicked. Nothing is reserved. "
+        "None is no error: a line says so (null with --json), exit 0.",
+    )  # fmt: skip
+    peek.add_argument("queue", type=_queue_name, metavar="QUEUE")
+    _add_state(peek, required=False)
+    peek.add_argument("--json", action="store_true", help="print it as a JSON object")
+
+    kick = add(
+        "kick", operate.kick, "make buried (else delayed) messages ready",
+        "Make up to N buried messages of QUEUE ready again, or delayed ones when none is "
+        f"buried (default: 1); or, with --id, that one buried or delayed message. {_IDS}",
+    )  # fmt: skip
+    kick.add_argument("queue", type=_queue_name, metavar="QUEUE")
+    which = kick.add_mutually_exclusive_group()
+    which.add_argument("count", nargs="?", type=_positive_int, metavar="N")
+    which.add_argument("--id", type=operate.job_id, metavar="ID", help="kick this message")
+
+    delete = add(
+        "delete", operate.delete, "delete a message nobody holds",
+        "Delete the ready, delayed or buried message ID of QUEUE for good. A reserved "
+        f"message is refused (exit 1): the worker holding it settles it. {_IDS}",
+    )  # fmt: skip
+    delete.add_argument("queue", type=_queue_name, metavar="QUEUE")
+    delete.add_argument("id", type=operate.job_id, metavar="ID")
+
+    put = add(
+        "put", operate.put, "put a message on a queue and print its id",
+        "Put the message ACTION ARGS... on QUEUE and print its id (ID@host:port when "
+        "there are several servers). Options go before QUEUE or after the last of ARGS; "
+        "everything after -- is ARGS, for ARGS that start with -.",
+    )  # fmt: skip
+    put.add_argument("queue", type=_queue_name, metavar="QUEUE")
+    put.add_argument("action", type=operate.action, metavar="ACTION")
+    put.add_argument("args", nargs="*", metavar="ARGS")
+    put.add_argument(
+        "--delay", type=_seconds, default=0, metavar="SECONDS",
+        help="seconds before it can be got, rounded up (default: 0)",
+    )  # fmt: skip
+    put.add_argument(
+        "--priority", type=operate.priority, metavar="P",
+        help="0 (most urgent) to 4294967295 (default: the URL's, else 1024)",
+    )  # fmt: skip
+    put.add_argument(
+        "--ttr", type=operate.ttr, metavar="SECONDS",
+        help="seconds a worker may hold it before it is handed out again "
+        "(default: the URL's, else 120)",
+    )  # fmt: skip
+
+    pause = add(
+        "pause", operate.pause, "hand out none of a queue's messages for a while",
+        "Make workers take nothing from QUEUE for SECONDS (rounded up); 0 resumes it. "
+        "Puts still go in.",
+    )  # fmt: skip
+    pause.add_argument("queue", type=_queue_name, metavar="QUEUE")
+    pause.add_argument("seconds", type=_seconds, metavar="SECONDS")
+
+    empty = add(
+        "empty", operate.empty, "delete every message of a queue in one state",
+        "Delete every buried (or delayed, or ready) message of QUEUE. On a terminal it "
+        "asks first; elsewhere it needs --yes, and refuses (exit 2) without. Reserved "
+        "messages are never touched.",
+    )  # fmt: skip
+    empty.add_argument("queue", type=_queue_name, metavar="QUEUE")
+    _add_state(empty, required=True)
+    empty.add_argument("--yes", action="store_true", help="do not ask")
+
+
+# What the help of the commands that take a job id ends with.
+_IDS = (
+    "Job ids are per server: with several servers, name a job ID@host:port (a plain ID "
+    "is taken when only one server has a job of that id on that queue)."
+)
+
+
+def _add_state(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    """Add --ready, --delayed and --buried, setting ``state`` (ready when none is required)."""
+    states = parser.add_mutually_exclusive_group(required=required)
+    for state in ("ready", "delayed", "buried"):
+        states.add_argument(
+            f"--{state}", dest="state", action="store_const", const=state,
+            help=f"the {state} messages",
+        )  # fmt: skip
+    if not required:
+        parser.set_defaults(state="ready")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -211,14 +353,15 @@ def _demo(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from . import worker_command
 
-    url = args.url
-    if url is None:
-        url = os.environ.get(URL_ENVIRONMENT_VARIABLE) or None
-        try:
-            url = url and _queue_url(url)
-        except argparse.ArgumentTypeError as exc:
-            print(f"{PROG}: error: ${URL_ENVIRONMENT_VARIABLE}: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+    try:
+        url = resolve_url(args.url)
+    except ValueError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.processes and args.metrics_port is not None:
+        # Each process would need a port of its own: one endpoint would see one process.
+        print(f"{PROG}: error: --metrics-port cannot go with --processes", file=sys.stderr)
+        return EXIT_USAGE
     if args.processes:
         # The last --processes wins: each runs this command line in its own process.
         command = [sys.executable, "-m", "queue_beanstalk", *args.argv, "--processes", "0"]
@@ -235,18 +378,51 @@ def _worker(args: argparse.Namespace) -> int:
     except worker_command.TargetError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_NOT_CALLABLE if exc.not_callable else EXIT_IMPORT
-    with factory(url) as queues:
-        return worker_command.run(
-            queues,
-            func,
-            args.queues,
-            concurrency=args.concurrency,
-            max_attempts=args.max_attempts,
-            retry_delay=args.retry_delay,
-            burst=args.burst,
-            forced_exit=EXIT_INTERRUPTED,
-            failed_exit=EXIT_HANDLER_FAILED,
-        )
+    metrics = None if args.metrics_port is None else (args.metrics_host, args.metrics_port)
+    try:
+        with factory(url) as queues:
+            return worker_command.run(
+                queues,
+                func,
+                args.queues,
+                concurrency=args.concurrency,
+                max_attempts=args.max_attempts,
+                retry_delay=args.retry_delay,
+                burst=args.burst,
+                forced_exit=EXIT_INTERRUPTED,
+                failed_exit=EXIT_HANDLER_FAILED,
+                metrics=metrics,
+            )
+    except worker_command.MetricsError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _port(value: str) -> int:
+    """Return ``value`` as a TCP port to listen on, 1 to 65535."""
+    port = _whole_number(value, 1)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"must be at most 65535, not {port}")
+    return port
+
+
+def resolve_url(url: str | None) -> str | None:
+    """Return ``url`` (checked by the parser), else ``$QUEUE_BEANSTALK_URL`` checked, else None.
+
+    None leaves factory() its default.
+
+    :raises ValueError: when the environment's URL is not one factory() takes;
+        the message names the variable.
+    """
+    if url is not None:
+        return url
+    from_environment = os.environ.get(URL_ENVIRONMENT_VARIABLE) or None
+    if from_environment is not None:
+        try:
+            factory(from_environment).close()
+        except ValueError as exc:
+            raise ValueError(f"${URL_ENVIRONMENT_VARIABLE}: {exc}") from exc
+    return from_environment
 
 
 def _queue_url(value: str) -> str:

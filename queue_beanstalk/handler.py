@@ -59,6 +59,7 @@ from .decoding import decode_reserved, priority_of
 from .errors import DecodeError, HandlerNotRunning, NotFound, QueueError
 from .logs import FailureLog, describe
 from .message import Message
+from .metrics import HandlerStats, Tally
 from .reservation_keeper import KEEP_AFTER, Kept, ReservationKeeper
 from .retries import Bury, Outcome, Retry, RetryDelay, RetryPolicy
 
@@ -123,6 +124,7 @@ class Handler:
         self._keeper: ReservationKeeper | None = None
         self._health = _Health()
         self._failures = FailureLog()
+        self._tally = Tally(self._names)
         self._burst = burst
         # Burst: which workers found nothing on their last poll and hold nothing.
         self._idle: list[bool] = []
@@ -144,6 +146,15 @@ class Handler:
     def queues(self) -> tuple[str, ...]:
         """The names of the queues the handler watches."""
         return self._names
+
+    def stats(self) -> HandlerStats:
+        """Return what the handler has done so far, per queue: its messages' outcomes, call times.
+
+        A snapshot, copied under a lock; no round trip. Counted since the
+        handler was made, across stops and starts; :mod:`queue_beanstalk.metrics`
+        says what each outcome counts, and exposes them to Prometheus.
+        """
+        return self._tally.snapshot()
 
     def start(self) -> None:
         """Start the worker threads; does nothing when already running.
@@ -372,26 +383,34 @@ class Handler:
         try:
             message = decode_reserved(self._backend, self._codec, reserved, self._priority)
         except DecodeError:
+            self._tally.settled(reserved.tube, Outcome.BURY)
             return None  # buried and logged; nothing is lost
         lease = reserved.lease
         keeper.slots[slot] = Kept(lease, time.monotonic() + KEEP_AFTER)
+        started = time.perf_counter()
         try:
             self._func(message)
         except Retry as request:
+            self._tally.called(lease.tube, started, request)
             logger.debug(
                 "handler function raised Retry on %s; released, tried again in %ds",
                 describe(message),
                 request.delay,
             )
             self._settle(lease, Outcome.RELEASE, request.delay)
-        except Bury:
+        except Bury as request:
+            self._tally.called(lease.tube, started, request)
             logger.info("handler function raised Bury on %s; buried", describe(message))
             self._settle(lease, Outcome.BURY)
         except BaseException as error:  # noqa: BLE001 - logged; the message retried or buried
+            self._tally.called(lease.tube, started, error)
             self._fail(lease, message, error)
         else:
             # Claimed now, so the keeper stops touching it; deleted with the next reserve.
-            return lease if lease.claim() else None
+            # Not when the function settled its message itself: nor counted, then.
+            claimed = lease.claim()
+            self._tally.called(lease.tube, started, deleted=claimed)
+            return lease if claimed else None
         finally:
             keeper.slots[slot] = None
         return None
@@ -429,15 +448,18 @@ class Handler:
     ) -> None:
         """Delete, release or bury a lease; a failure is logged, never raised.
 
-        The lease is claimed first, unless ``claimed`` says the caller did: a
-        lease already claimed was settled by the function itself, and is left.
+        The lease is claimed first, and the outcome counted (:meth:`stats`),
+        unless ``claimed`` says the caller did both: a lease already claimed was
+        settled by the function itself, and is left.
         A released or buried message keeps its priority: beanstalkd's release and
         bury set one, so it is looked up (``stats-job``) when not given, and
         when that fails the message goes back with the factory's default
         rather than not at all. ``quiet`` logs failures at debug level only.
         """
-        if not claimed and not lease.claim():
-            return
+        if not claimed:
+            if not lease.claim():
+                return
+            self._tally.settled(lease.tube, outcome)
         try:
             if outcome is Outcome.DELETE:
                 self._backend.delete(lease)

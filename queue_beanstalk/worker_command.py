@@ -12,6 +12,12 @@ and exits non-zero, so that a supervisor restarts it. With ``--burst`` the
 handler stops by itself once no message is ready and none is in flight, and
 the command exits 0.
 
+With ``--metrics-port PORT`` the process serves Prometheus text at
+``http://127.0.0.1:PORT/metrics`` (:mod:`queue_beanstalk.metrics`; ``--metrics-host``
+for another address) while the handler runs; it is listened on before any
+message is taken, so a port in use, or ``prometheus_client`` missing, stops the
+command before it starts (:class:`MetricsError`).
+
 With ``--processes N`` the command is that supervisor for N worker processes
 (:func:`supervise`): each runs the same command line in a session of its own,
 so that a terminal's Ctrl-C reaches only the parent, which passes each signal
@@ -34,13 +40,23 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from types import FrameType
 
+from . import metrics as metrics_module
 from .checks import check_handler_function
 from .errors import HandlerNotRunning, QueueConnectionError
+from .handler import Handler
 from .message import Message
 from .queue_factory import QueueFactory
 from .retries import RetryDelay
 
-__all__ = ["TargetError", "import_path", "resolve", "restart_delay", "run", "supervise"]
+__all__ = [
+    "MetricsError",
+    "TargetError",
+    "import_path",
+    "resolve",
+    "restart_delay",
+    "run",
+    "supervise",
+]
 
 logger = logging.getLogger("queue_beanstalk")
 
@@ -60,6 +76,10 @@ class TargetError(Exception):
     def __init__(self, message: str, *, not_callable: bool = False) -> None:
         super().__init__(message)
         self.not_callable = not_callable
+
+
+class MetricsError(Exception):
+    """The metrics cannot be served: no ``prometheus_client``, or an address not to be had."""
 
 
 def import_path(directories: Sequence[str]) -> None:
@@ -139,6 +159,7 @@ def run(
     burst: bool,
     forced_exit: int,
     failed_exit: int,
+    metrics: tuple[str, int] | None = None,
 ) -> int:
     """Run a handler until signalled; return 0 after a graceful stop.
 
@@ -148,6 +169,9 @@ def run(
     and none is in flight, and 0 is returned.
 
     :param retry_delay: as :meth:`QueueFactory.handler`'s; None for its default.
+    :param metrics: ``(host, port)`` to serve the metrics on while the handler
+        runs; None serves none.
+    :raises MetricsError: when they cannot be served; nothing was started.
 
     A server that does not answer at start is waited for (the handler's
     workers try again with backoff), as when it goes away later: a worker
@@ -157,6 +181,7 @@ def run(
     handler = queues.handler(
         func, *names, concurrency=concurrency, max_attempts=max_attempts, burst=burst, **options
     )
+    endpoint = None if metrics is None else _serve_metrics(queues, handler, *metrics)
     signals = _Signals()
     signals.install()
     try:
@@ -183,12 +208,29 @@ def run(
             logging.shutdown()
             sys.stderr.flush()
             os._exit(forced_exit)
+    if endpoint is not None:
+        endpoint.close()
     queues.close()
     if handler.failure is not None:
         logger.error("worker stopped after a failure")
         return failed_exit
     logger.info("worker stopped")
     return 0
+
+
+def _serve_metrics(
+    queues: QueueFactory, handler: Handler, host: str, port: int
+) -> metrics_module.MetricsServer:
+    """Serve the handler's metrics on ``host:port``; raise MetricsError if they cannot be."""
+    try:
+        endpoint = metrics_module.serve(queues, handler, port, host)
+    except metrics_module.MetricsUnavailable as exc:
+        raise MetricsError(str(exc)) from exc
+    except OSError as exc:
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise MetricsError(f"cannot serve the metrics on {address}: {exc.strerror or exc}") from exc
+    logger.info("metrics at %s", endpoint.url)
+    return endpoint
 
 
 def restart_delay(previous: float, lived: float) -> float:
