@@ -3,7 +3,8 @@
 Usage: ``queue-beanstalk [--version] COMMAND ...``, where COMMAND is
 
 ``worker package.module:function --queue NAME [--queue NAME ...] [--url URL] [--concurrency N]
-[--max-attempts N] [--retry-delay SECONDS] [--burst] [--processes N] [--path DIR ...]
+[--max-attempts N] [--retry-delay SECONDS] [--time-limit SECONDS] [--stop-timeout SECONDS]
+[--burst] [--processes N] [--path DIR ...]
 [--metrics-port PORT [--metrics-host HOST]]``
     call the function for every message on the queues until SIGTERM or SIGINT
     (graceful: callbacks in flight finish); a second signal exits at once. The
@@ -39,6 +40,8 @@ Exit codes, also module constants::
                            not survive (logged); a supervisor should restart it.
                            With --processes: a worker process ended otherwise
                            than gracefully as they were being stopped
+    EXIT_STOP_TIMEOUT 7    worker: callbacks still ran --stop-timeout seconds after
+                           a stop; exited with their messages back on the server
     EXIT_INTERRUPTED  130  stopped by Ctrl-C (128 + SIGINT, as shells report it),
                            or a worker told twice to stop
 
@@ -66,6 +69,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_NOT_CALLABLE",
     "EXIT_OK",
+    "EXIT_STOP_TIMEOUT",
     "EXIT_USAGE",
     "build_parser",
     "main",
@@ -79,6 +83,7 @@ EXIT_CONNECTION = 3
 EXIT_IMPORT = 4
 EXIT_NOT_CALLABLE = 5
 EXIT_HANDLER_FAILED = 6
+EXIT_STOP_TIMEOUT = 7
 EXIT_INTERRUPTED = 130
 
 PROG = "queue-beanstalk"
@@ -134,6 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--retry-delay", type=_seconds, metavar="SECONDS",
         help="seconds before a failed message is tried again (default: 1, 2, 4 ... at most 300)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--time-limit", type=_positive_seconds, metavar="SECONDS",
+        help="seconds a call may run before its message goes back to the server for another "
+        "try (the call itself runs on: a thread cannot be killed; default: no limit)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--stop-timeout", type=_positive_seconds, metavar="SECONDS",
+        help=f"seconds a graceful stop waits for the callbacks in flight, then exits "
+        f"{EXIT_STOP_TIMEOUT} with their messages back on the server (default: as long as "
+        "they run)",
     )  # fmt: skip
     worker.add_argument(
         "--burst", action="store_true",
@@ -392,6 +408,9 @@ def _worker(args: argparse.Namespace) -> int:
                 forced_exit=EXIT_INTERRUPTED,
                 failed_exit=EXIT_HANDLER_FAILED,
                 metrics=metrics,
+                time_limit=args.time_limit,
+                stop_timeout=args.stop_timeout,
+                stop_timeout_exit=EXIT_STOP_TIMEOUT,
             )
     except worker_command.MetricsError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -460,6 +479,17 @@ def _whole_number(value: str, least: int) -> int:
     if number < least:
         raise argparse.ArgumentTypeError(f"must be at least {least}, not {number}")
     return number
+
+
+def _positive_seconds(value: str) -> float:
+    """Return ``value`` as a number of seconds above 0."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, not {value!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {value}")
+    return seconds
 
 
 def _seconds(value: str) -> float:

@@ -60,7 +60,7 @@ from .errors import DecodeError, HandlerNotRunning, NotFound, QueueError
 from .logs import FailureLog, describe
 from .message import Message
 from .metrics import HandlerStats, Tally
-from .reservation_keeper import KEEP_AFTER, Kept, ReservationKeeper
+from .reservation_keeper import Kept, ReservationKeeper
 from .retries import Bury, Outcome, Retry, RetryDelay, RetryPolicy
 
 __all__ = ["Handler"]
@@ -107,8 +107,10 @@ class Handler:
         max_attempts: int,
         retry_delay: RetryDelay,
         burst: bool,
+        time_limit: float | None = None,
     ) -> None:
         self._func = func
+        self._time_limit = time_limit
         self._names = tuple(names)
         self._backend = backend
         self._codec = codec
@@ -188,7 +190,13 @@ class Handler:
         # A new event for each set of workers: one of the last set still
         # finishing its callback must go on seeing its own, set.
         self._stopping = stopping = threading.Event()
-        self._keeper = ReservationKeeper(self._backend, self._concurrency, stopping)
+        self._keeper = ReservationKeeper(
+            self._backend,
+            self._concurrency,
+            stopping,
+            time_limit=self._time_limit,
+            priority=self._priority,
+        )
         self._consumers = [self._backend.consumer(self._names) for _ in range(self._concurrency)]
         self._workers = [
             threading.Thread(
@@ -386,33 +394,43 @@ class Handler:
             self._tally.settled(reserved.tube, Outcome.BURY)
             return None  # buried and logged; nothing is lost
         lease = reserved.lease
-        keeper.slots[slot] = Kept(lease, time.monotonic() + KEEP_AFTER)
+        kept = keeper.slots[slot] = Kept(lease, time.monotonic())
         started = time.perf_counter()
+        failure: BaseException | None = None
         try:
             self._func(message)
-        except Retry as request:
-            self._tally.called(lease.tube, started, request)
-            logger.debug(
-                "handler function raised Retry on %s; released, tried again in %ds",
-                describe(message),
-                request.delay,
-            )
-            self._settle(lease, Outcome.RELEASE, request.delay)
-        except Bury as request:
-            self._tally.called(lease.tube, started, request)
-            logger.info("handler function raised Bury on %s; buried", describe(message))
-            self._settle(lease, Outcome.BURY)
         except BaseException as error:  # noqa: BLE001 - logged; the message retried or buried
-            self._tally.called(lease.tube, started, error)
-            self._fail(lease, message, error)
-        else:
-            # Claimed now, so the keeper stops touching it; deleted with the next reserve.
+            failure = error
+        finally:
+            keeper.slots[slot] = None
+        if kept.given_back:  # past the time limit: the message went back meanwhile
+            self._tally.called(lease.tube, started, failure)
+            logger.warning(
+                "the call of %s returned %.1fs after it started, past its time limit; its "
+                "message had been given back, so what it returned is ignored",
+                describe(message),
+                time.perf_counter() - started,
+            )
+            return None
+        if failure is None:
+            # Claimed now, so the keeper lets go; deleted with the next reserve.
             # Not when the function settled its message itself: nor counted, then.
             claimed = lease.claim()
             self._tally.called(lease.tube, started, deleted=claimed)
             return lease if claimed else None
-        finally:
-            keeper.slots[slot] = None
+        self._tally.called(lease.tube, started, failure)
+        if isinstance(failure, Retry):
+            logger.debug(
+                "handler function raised Retry on %s; released, tried again in %ds",
+                describe(message),
+                failure.delay,
+            )
+            self._settle(lease, Outcome.RELEASE, failure.delay)
+        elif isinstance(failure, Bury):
+            logger.info("handler function raised Bury on %s; buried", describe(message))
+            self._settle(lease, Outcome.BURY)
+        else:
+            self._fail(lease, message, failure)
         return None
 
     def _fail(self, lease: Lease, message: Message, error: BaseException) -> None:

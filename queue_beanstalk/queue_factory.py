@@ -18,6 +18,7 @@ from .checks import (
     check_priority,
     check_ttr,
     from_text,
+    positive_seconds,
     whole_seconds,
 )
 from .codec import Codec, JsonCodec
@@ -115,6 +116,7 @@ class QueueFactory:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         retry_delay: RetryDelay = exponential_backoff,
         burst: bool = False,
+        time_limit: Seconds | None = None,
     ) -> Handler:
         """Return a handler calling ``func(message)`` for every message on the named queues.
 
@@ -130,6 +132,9 @@ class QueueFactory:
         :param retry_delay: seconds before a failed message is tried again, or a
             function of the attempt number (1, 2, ...) giving seconds; by default
             1, 2, 4 ... seconds, at most 300.
+        :param time_limit: seconds a call may run before its message is given
+            back to the server for another try (the call itself cannot be
+            stopped: it runs on, and what it returns is ignored); None: no limit.
         :param burst: stop by itself, as if ``stop()`` were called, once no
             message is ready on the queues and none is in flight (a delayed
             message is not ready); ``wait()`` then returns.
@@ -153,6 +158,7 @@ class QueueFactory:
             max_attempts=check_count(max_attempts, "max_attempts", 1),
             retry_delay=retry_delay,
             burst=burst,
+            time_limit=None if time_limit is None else positive_seconds(time_limit, "time_limit"),
         )
 
     def queues(self) -> list[str]:

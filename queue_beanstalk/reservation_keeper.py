@@ -4,6 +4,12 @@ A callback may run longer than its message's time-to-run; without a touch the
 server would hand the message to another worker meanwhile. Each handler has
 one keeper, which outlives its workers so that the callbacks still running
 when ``stop()`` came stay reserved to the end.
+
+With a time limit, the keeper stops keeping a callback's message once the call
+has run that long, and gives the message back to the server (released, at its
+priority) so that another worker can try it. The call itself cannot be
+stopped: a Python thread cannot be killed. It runs on, its worker takes no
+other message until it returns, and what it returns is ignored.
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 
 from .backend import Backend, Lease
+from .decoding import priority_of
 
 __all__ = ["KEEP_AFTER", "SCAN", "Kept", "ReservationKeeper"]
 
@@ -28,12 +36,18 @@ SCAN = 0.1
 class Kept:
     """A callback's message, and when the keeper should next look at it."""
 
-    __slots__ = ("due", "lease", "ttr")
+    __slots__ = ("due", "given_back", "lease", "over_limit", "started", "ttr")
 
-    def __init__(self, lease: Lease, due: float) -> None:
+    def __init__(self, lease: Lease, started: float) -> None:
         self.lease = lease
-        self.due = due
+        #: When (``time.monotonic()``) the callback started.
+        self.started = started
+        self.due = started + KEEP_AFTER
         self.ttr: int | None = None
+        #: Set once the call has run past the time limit (the keeper let go of it).
+        self.over_limit = False
+        #: Set once the message was given back to the server: its outcome is not ours.
+        self.given_back = False
 
 
 class ReservationKeeper:
@@ -49,8 +63,18 @@ class ReservationKeeper:
     their time-to-run.
     """
 
-    def __init__(self, backend: Backend, workers: int, stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        workers: int,
+        stopping: threading.Event,
+        *,
+        time_limit: float | None = None,
+        priority: int,
+    ) -> None:
         self._backend = backend
+        self._time_limit = math.inf if time_limit is None else time_limit
+        self._priority = priority  # to give a message back at, when its own cannot be read
         self.slots: list[Kept | None] = [None] * workers
         self._stopping = stopping
         self._closed = threading.Event()
@@ -69,17 +93,51 @@ class ReservationKeeper:
                 return  # stopped, and no callback left to keep: nothing will come
             now = time.monotonic()
             for kept in list(self.slots):
-                if kept is not None and kept.due <= now and not kept.lease.settled:
-                    self._start_touch(kept)
+                if kept is None or kept.over_limit or kept.lease.settled:
+                    continue
+                if now - kept.started >= self._time_limit:
+                    kept.over_limit = True
+                    kept.due = math.inf  # touched no more
+                    self._start(self._give_back, kept)
+                elif kept.due <= now:
+                    kept.due = math.inf  # until this touch is done: never two at once
+                    self._start(self._touch, kept)
 
-    def _start_touch(self, kept: Kept) -> None:
-        kept.due = math.inf  # until this touch is done: never two at once
+    def _start(self, action: Callable[[Kept], None], kept: Kept) -> None:
+        """Run ``action(kept)`` in a short thread of its own."""
         try:
             threading.Thread(
-                target=self._touch, args=(kept,), name="queue-beanstalk-touch", daemon=True
+                target=action, args=(kept,), name="queue-beanstalk-keeper-task", daemon=True
             ).start()
-        except RuntimeError:  # no thread to be had: touch here, late rather than never
-            self._touch(kept)
+        except RuntimeError:  # no thread to be had: here, late rather than never
+            action(kept)
+
+    def _give_back(self, kept: Kept) -> None:
+        """Release the message of a call past its time limit, for another worker to try."""
+        lease = kept.lease
+        if not lease.claim():
+            return  # settled just now: the call returned in time after all
+        kept.given_back = True
+        logger.error(
+            "job %d on %s: its call has run %.1fs, past its time limit of %gs; the message "
+            "goes back to the server for another try. The call cannot be stopped (a Python "
+            "thread cannot be killed): it runs on, its worker takes no other message until "
+            "it returns, and what it returns is ignored",
+            lease.job_id,
+            lease.tube,
+            time.monotonic() - kept.started,
+            self._time_limit,
+        )
+        try:
+            priority = priority_of(self._backend, lease, self._priority)
+            self._backend.release(lease, priority=priority, delay=0)
+        except Exception as exc:  # noqa: BLE001 - logged: no keeper thread ends silently
+            logger.warning(
+                "could not give job %d back (%s); the server hands it out again when its "
+                "time-to-run ends",
+                lease.job_id,
+                exc,
+            )
 
     def _touch(self, kept: Kept) -> None:
         try:

@@ -39,6 +39,7 @@ import sys
 import time
 from collections.abc import Callable, Collection, Sequence
 from types import FrameType
+from typing import NoReturn
 
 from . import metrics as metrics_module
 from .checks import check_handler_function
@@ -46,7 +47,7 @@ from .errors import HandlerNotRunning, QueueConnectionError
 from .handler import Handler
 from .message import Message
 from .queue_factory import QueueFactory
-from .retries import RetryDelay
+from .retries import RetryDelay, exponential_backoff
 
 __all__ = [
     "MetricsError",
@@ -160,6 +161,9 @@ def run(
     forced_exit: int,
     failed_exit: int,
     metrics: tuple[str, int] | None = None,
+    time_limit: float | None = None,
+    stop_timeout: float | None = None,
+    stop_timeout_exit: int = 1,
 ) -> int:
     """Run a handler until signalled; return 0 after a graceful stop.
 
@@ -169,6 +173,11 @@ def run(
     and none is in flight, and 0 is returned.
 
     :param retry_delay: as :meth:`QueueFactory.handler`'s; None for its default.
+    :param time_limit: as :meth:`QueueFactory.handler`'s.
+    :param stop_timeout: seconds a graceful stop waits for the callbacks in
+        flight; then the process exits at once with ``stop_timeout_exit``, its
+        connections closed so that the server hands their messages out again.
+        None waits as long as they run.
     :param metrics: ``(host, port)`` to serve the metrics on while the handler
         runs; None serves none.
     :raises MetricsError: when they cannot be served; nothing was started.
@@ -177,9 +186,14 @@ def run(
     workers try again with backoff), as when it goes away later: a worker
     started before its server, by a supervisor, does not exit.
     """
-    options = {} if retry_delay is None else {"retry_delay": retry_delay}
     handler = queues.handler(
-        func, *names, concurrency=concurrency, max_attempts=max_attempts, burst=burst, **options
+        func,
+        *names,
+        concurrency=concurrency,
+        max_attempts=max_attempts,
+        retry_delay=exponential_backoff if retry_delay is None else retry_delay,
+        burst=burst,
+        time_limit=time_limit,
     )
     endpoint = None if metrics is None else _serve_metrics(queues, handler, *metrics)
     signals = _Signals()
@@ -201,13 +215,18 @@ def run(
                 "the handler failed (%r); stopping so that a supervisor can restart the worker",
                 handler.failure,
             )
+    stopped_at = time.monotonic()
     while not handler.wait(POLL):
         if signals.received > 1:
             logger.warning("second signal: exiting now; messages in flight go back to the server")
-            queues.close()
-            logging.shutdown()
-            sys.stderr.flush()
-            os._exit(forced_exit)
+            _exit_now(queues, forced_exit)
+        if stop_timeout is not None and time.monotonic() - stopped_at >= stop_timeout:
+            logger.error(
+                "callbacks still running %gs after the stop (--stop-timeout): exiting now; "
+                "their messages go back to the server",
+                stop_timeout,
+            )
+            _exit_now(queues, stop_timeout_exit)
     if endpoint is not None:
         endpoint.close()
     queues.close()
@@ -216,6 +235,14 @@ def run(
         return failed_exit
     logger.info("worker stopped")
     return 0
+
+
+def _exit_now(queues: QueueFactory, code: int) -> NoReturn:
+    """End the process at once, callbacks in flight or not, its connections closed first."""
+    queues.close()
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _serve_metrics(

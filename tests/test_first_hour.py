@@ -17,10 +17,11 @@ from queue_beanstalk import JobRef, Message, NotFound, QueueFactory, cli, factor
 from queue_beanstalk.testing import BeanstalkdServer, free_port
 from queue_beanstalk.worker_command import TargetError, resolve
 
-from .support import eventually
+from .support import eventually, ref
 
 TASKS = """
 import pathlib
+import time
 
 LOG = pathlib.Path(__file__).with_name("calls.log")
 
@@ -30,6 +31,11 @@ def handle(message):
 
 async def handle_async(message):
     pass
+
+def hang(message):
+    with LOG.open("a") as log:
+        log.write(f"hanging {message.id}\\n")
+    time.sleep(600)
 
 not_a_function = 42
 """
@@ -218,3 +224,37 @@ def test_stats_and_kick_of_an_unknown_job_say_so_without_reservations(
     with pytest.raises(NotFound) as caught:
         queues.backend.kick_job(missing)
     assert "reserved" not in str(caught.value)
+
+
+# 5. A stop that waits for a hanging callback is bounded.
+
+
+def test_stop_timeout_exits_and_gives_the_message_back(
+    project: Path, queues: QueueFactory, beanstalkd_url: str, tube: str
+) -> None:
+    message = Message("hang")
+    queues.get(tube).put(message)
+    process = _run(
+        "worker", "tasks:hang", "--queue", tube, "--url", beanstalkd_url,
+        "--stop-timeout", "1", cwd=project,
+    )  # fmt: skip
+    log = project / "calls.log"
+    try:
+        eventually(lambda: log.exists() and f"hanging {message.id}" in log.read_text())
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=15)
+    finally:
+        process.kill()
+    assert process.returncode == cli.EXIT_STOP_TIMEOUT, stderr
+    assert "--stop-timeout" in stderr
+    eventually(lambda: queues.backend.stats_job(ref(message)).state == "ready", timeout=5)
+
+
+@pytest.mark.parametrize("option", ["--stop-timeout", "--time-limit"])
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_a_time_option_must_be_seconds_above_zero(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(["worker", "tasks:handle", "--queue", "q", "--url", "memory://", option, value])
+    assert code == cli.EXIT_USAGE
+    assert option in capsys.readouterr().err

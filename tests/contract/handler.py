@@ -142,6 +142,37 @@ class HandlerContract(BackendCase):
         assert failures[0].exc_info is not None
         assert any("giving up" in r.getMessage() for r in caplog.records)
 
+    def test_a_call_past_its_time_limit_gives_its_message_back(
+        self,
+        queues: QueueFactory,
+        tube: str,
+        stopping: list[Handler],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        first_call = threading.Event()
+        release_first = threading.Event()
+        calls: list[int | None] = []
+
+        def hang_once(message: Message) -> None:
+            calls.append(message.id)
+            if len(calls) == 1:
+                first_call.set()
+                assert release_first.wait(20)
+
+        handler = queues.handler(hang_once, tube, concurrency=2, time_limit=1)
+        stopping.append(handler)
+        job = put_job(queues.get(tube), Message("hangs"))
+        handler.start()
+        assert first_call.wait(10)
+        # Past the limit, the message goes back and the other worker takes it.
+        self.drain(queues, tube, until=lambda: len(calls) == 2)
+        assert calls == [job.id, job.id]
+        assert any("past its time limit" in r.getMessage() for r in caplog.records)
+        release_first.set()
+        eventually(lambda: any("returned" in r.getMessage() for r in caplog.records))
+        with pytest.raises(NotFound):  # deleted once, by the second call's worker
+            queues.backend.stats_job(job)
+
     def test_each_kick_gives_a_buried_message_a_fresh_set_of_tries(
         self, queues: QueueFactory, tube: str, stopping: list[Handler]
     ) -> None:
