@@ -483,21 +483,22 @@ def _whole_number(value: str, least: int) -> int:
 
 def _positive_seconds(value: str) -> float:
     """Return ``value`` as a number of seconds above 0."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, not {value!r}") from None
+    seconds = _number_of_seconds(value)
     if not 0 < seconds < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {value}")
     return seconds
 
 
-def _seconds(value: str) -> float:
-    """Return ``value`` as seconds a message may be delayed by (beanstalkd's bound)."""
+def _number_of_seconds(value: str) -> float:
     try:
-        seconds = float(value)
+        return float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected seconds, not {value!r}") from None
+
+
+def _seconds(value: str) -> float:
+    """Return ``value`` as seconds a message may be delayed by (beanstalkd's bound)."""
+    seconds = _number_of_seconds(value)
     try:
         whole_seconds(seconds, "a delay")
     except ValueError as exc:
