@@ -122,7 +122,11 @@ class QueueContract(BackendCase):
         queues.get(tube + "-a").put(Message("on a"), priority=2000)
         first = queues.backend.reserve([tube + "-a", tube + "-b"], 1)
         second = queues.backend.reserve([tube + "-a", tube + "-b"], 1)
-        assert (first.tube, second.tube) == (tube + "-b", tube + "-a")
+        got = (first.tube, second.tube)
+        if self.orders_across_puts:  # the more urgent first
+            assert got == (tube + "-b", tube + "-a")
+        else:
+            assert sorted(got) == [tube + "-a", tube + "-b"]
         queues.backend.delete(first.lease)
         queues.backend.delete(second.lease)
 
