@@ -28,7 +28,7 @@ from .errors import (
     Timeout,
 )
 from .handler import Handler
-from .message import Message
+from .message import Message, Received
 from .peeked import Peeked
 from .queue_factory import QueueFactory, factory, register_backend
 from .queues import Queue
@@ -88,6 +88,7 @@ __all__ = [
     "QueueConnectionError",
     "QueueError",
     "QueueFactory",
+    "Received",
     "Reserved",
     "Retry",
     "ServerError",

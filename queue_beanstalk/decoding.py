@@ -12,14 +12,14 @@ import logging
 from .backend import Backend, Lease, Reserved
 from .codec import Codec
 from .errors import DecodeError, QueueError
-from .message import Message
+from .message import Message, Received
 
 __all__ = ["decode_reserved", "priority_of"]
 
 logger = logging.getLogger("queue_beanstalk")
 
 
-def decode_reserved(backend: Backend, codec: Codec, reserved: Reserved, priority: int) -> Message:
+def decode_reserved(backend: Backend, codec: Codec, reserved: Reserved, priority: int) -> Received:
     """Return the message in a reserved job, or bury the job and raise DecodeError.
 
     An undecodable job is buried at its own priority. Any ``Exception`` from the
@@ -49,7 +49,10 @@ def decode_reserved(backend: Backend, codec: Codec, reserved: Reserved, priority
     message._server = lease.server
     message._queue = reserved.tube
     message._lease = lease
-    return message
+    if type(message) is Message:  # a codec's own subclass is kept as it is
+        # The same object, typed as what it now is: its id, server and queue are set.
+        message.__class__ = Received
+    return message  # type: ignore[return-value]
 
 
 def priority_of(backend: Backend, lease: Lease, default: int) -> int:

@@ -58,7 +58,7 @@ from .codec import Codec
 from .decoding import decode_reserved, priority_of
 from .errors import DecodeError, HandlerNotRunning, NotFound, QueueError
 from .logs import FailureLog, describe
-from .message import Message
+from .message import Message, Received
 from .metrics import HandlerStats, Tally
 from .reservation_keeper import Kept, ReservationKeeper
 from .retries import Bury, Outcome, Retry, RetryDelay, RetryPolicy
@@ -97,7 +97,7 @@ class Handler:
 
     def __init__(
         self,
-        func: Callable[[Message], object],
+        func: Callable[[Received], object],
         names: Sequence[str],
         backend: Backend,
         codec: Codec,

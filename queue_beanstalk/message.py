@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .backend import Lease
 
-__all__ = ["Message"]
+__all__ = ["Message", "Received"]
 
 
 class Message:
@@ -87,6 +87,31 @@ class Message:
             f"queue_beanstalk.Message(action={self._action!r}, args={self._args!r}, "
             f"id={self._id!r}, server={self._server!r}, queue={self._queue!r})"
         )
+
+
+class Received(Message):
+    """A message got from a queue (or handed to a handler's function): it has an id and a server.
+
+    Only its types differ from :class:`Message`: ``id``, ``server`` and
+    ``queue`` are set, so they are typed without ``None``.
+    """
+
+    __slots__ = ()
+
+    @property
+    def id(self) -> int:
+        """The server's job id."""
+        return self._id  # type: ignore[return-value]  # set before the class is
+
+    @property
+    def server(self) -> str:
+        """The server holding the message, as configured (``host:port``)."""
+        return self._server  # type: ignore[return-value]
+
+    @property
+    def queue(self) -> str:
+        """The name of the queue the message was got from."""
+        return self._queue  # type: ignore[return-value]
 
 
 def _check_ordered(args: object) -> None:

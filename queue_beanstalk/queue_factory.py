@@ -23,7 +23,7 @@ from .checks import (
 )
 from .codec import Codec, JsonCodec
 from .handler import Handler
-from .message import Message
+from .message import Received
 from .queues import Queue
 from .retries import RetryDelay, exponential_backoff
 
@@ -110,7 +110,7 @@ class QueueFactory:
 
     def handler(
         self,
-        func: Callable[[Message], object],
+        func: Callable[[Received], object],
         *names: str,
         concurrency: int = 1,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,

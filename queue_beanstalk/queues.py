@@ -18,7 +18,7 @@ from .checks import (
 from .codec import Codec
 from .decoding import decode_reserved
 from .errors import MessageTooBig, NotFound, PutManyError, QueueError
-from .message import Message
+from .message import Message, Received
 from .peeked import Peeked, peek
 
 __all__ = ["Queue"]
@@ -146,7 +146,7 @@ class Queue:
         self._mark_put(batch, jobs)
         return [job.id for job in jobs]
 
-    def get(self, timeout: Seconds) -> Message:
+    def get(self, timeout: Seconds) -> Received:
         """Reserve the next message, waiting up to ``timeout`` seconds; ``0`` polls.
 
         Blocks the calling thread only. The message is reserved for its

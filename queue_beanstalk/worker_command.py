@@ -45,7 +45,7 @@ from . import metrics as metrics_module
 from .checks import check_handler_function
 from .errors import HandlerNotRunning, QueueConnectionError
 from .handler import Handler
-from .message import Message
+from .message import Received
 from .queue_factory import QueueFactory
 from .retries import RetryDelay, exponential_backoff
 
@@ -96,7 +96,7 @@ def import_path(directories: Sequence[str]) -> None:
         sys.path.insert(0, path)
 
 
-def resolve(target: str) -> Callable[[Message], object]:
+def resolve(target: str) -> Callable[[Received], object]:
     """Import ``package.module:function`` (the function may be dotted: ``mod:Class.method``).
 
     :raises TargetError: when the module cannot be imported, the name is not in
@@ -151,7 +151,7 @@ class _Signals:
 
 def run(
     queues: QueueFactory,
-    func: Callable[[Message], object],
+    func: Callable[[Received], object],
     names: Sequence[str],
     *,
     concurrency: int,

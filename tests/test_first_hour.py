@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from queue_beanstalk import JobRef, Message, NotFound, QueueFactory, cli, factory
+from queue_beanstalk import JobRef, Message, NotFound, QueueFactory, Received, cli, factory
 from queue_beanstalk.testing import BeanstalkdServer, free_port
 from queue_beanstalk.worker_command import TargetError, resolve
 
@@ -258,3 +258,30 @@ def test_a_time_option_must_be_seconds_above_zero(
     code = cli.main(["worker", "tasks:handle", "--queue", "q", "--url", "memory://", option, value])
     assert code == cli.EXIT_USAGE
     assert option in capsys.readouterr().err
+
+
+# 9. A message got has an id: typed so (make lint runs mypy --strict on this file).
+
+
+def test_a_message_got_is_typed_with_its_id_server_and_queue() -> None:
+    handled: list[int] = []
+
+    def handle(message: Received) -> None:  # a handler's function may say so too
+        handled.append(message.id)
+
+    with factory("memory://") as queues:
+        queue = queues.get("jobs")
+        queue.put(Message("x"))
+        got = queue.get(timeout=0)
+        job_id: int = got.id
+        server: str = got.server
+        name: str = got.queue
+        assert isinstance(got, Received)
+        assert (job_id, server, name) == (1, queues.backend.server, "jobs")  # type: ignore[attr-defined]
+        queue.delete(got)
+        queue.put(Message("y"))
+        handler = queues.handler(handle, "jobs")
+        handler.start()
+        eventually(lambda: handled == [2])
+        handler.stop()
+        assert handler.wait(5)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from queue_beanstalk import Message, NotFound, QueueFactory, Timeout, factory
+from queue_beanstalk import Message, NotFound, QueueFactory, Received, Timeout, factory
 
 # A delay long enough never to end during one example: delayed means "not now".
 LATER = 60
@@ -33,7 +33,7 @@ steps = st.lists(
 def _run(queues: QueueFactory, program: list[Step]) -> list[object]:
     """Run ``program`` on a fresh queue and return what each step observed."""
     queue = queues.get(f"prop-{uuid.uuid4().hex[:12]}")
-    held: list[Message] = []
+    held: list[Received] = []
     seen: list[object] = []
     for number, (op, a, b) in enumerate(program):
         if op == "put":
