@@ -50,7 +50,9 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_TIMEOUT",
     "LOWER_ERRORS",
+    "UNCERTAIN_PUTS",
     "BeanstalkBackend",
+    "resends_uncertain_puts",
     "translate",
 ]
 
@@ -169,12 +171,8 @@ class BeanstalkBackend(Backend):
         retry_for: Seconds = 0,
         uncertain_puts: str = "resend",
     ) -> None:
-        if uncertain_puts not in UNCERTAIN_PUTS:
-            raise ValueError(
-                f"uncertain_puts must be one of {', '.join(UNCERTAIN_PUTS)}, not {uncertain_puts!r}"
-            )
         #: Whether a put sent but never answered is sent again (within retry_for).
-        self.resends_uncertain_puts = uncertain_puts == "resend"
+        self.resends_uncertain_puts = resends_uncertain_puts(uncertain_puts)
         self._host = host
         self._port = port
         #: The server, as ``host:port`` (``[host]:port`` for an IPv6 address).
@@ -954,6 +952,18 @@ def _batch(
         size += len(command)
         end += 1
     return end, b"".join(commands)
+
+
+def resends_uncertain_puts(uncertain_puts: str) -> bool:
+    """Return whether the option ``uncertain_puts`` says to resend (else to raise).
+
+    :raises ValueError: for a value that is neither.
+    """
+    if uncertain_puts not in UNCERTAIN_PUTS:
+        raise ValueError(
+            f"uncertain_puts must be one of {', '.join(UNCERTAIN_PUTS)}, not {uncertain_puts!r}"
+        )
+    return uncertain_puts == "resend"
 
 
 def _server(url: SplitResult, netloc: str, every: list[str]) -> tuple[str, int]:

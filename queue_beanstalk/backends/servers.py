@@ -35,7 +35,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import ClassVar, TypeVar
 from urllib.parse import SplitResult
 
@@ -56,9 +56,9 @@ from .beanstalk import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_IDLE,
     DEFAULT_TIMEOUT,
-    UNCERTAIN_PUTS,
     Backoff,
     BeanstalkBackend,
+    resends_uncertain_puts,
 )
 
 __all__ = ["DRAIN_RECHECK", "WAIT_SLICE", "ServersBackend"]
@@ -142,17 +142,13 @@ class ServersBackend(Backend):
     ) -> None:
         if len(servers) < 2:
             raise ValueError(f"ServersBackend needs at least two servers, not {len(servers)}")
-        if uncertain_puts not in UNCERTAIN_PUTS:
-            raise ValueError(
-                f"uncertain_puts must be one of {', '.join(UNCERTAIN_PUTS)}, not {uncertain_puts!r}"
-            )
+        self._resend = resends_uncertain_puts(uncertain_puts)
         seen: set[tuple[str, int]] = set()
         for host, port in servers:
             if (host.lower(), port) in seen:
                 raise ValueError(f"server {host}:{port} is listed twice")
             seen.add((host.lower(), port))
         self._retry_for = to_seconds(retry_for, "retry_for")
-        self._resend = uncertain_puts == "resend"
         self._servers = [
             _Server(
                 BeanstalkBackend(
@@ -227,7 +223,9 @@ class ServersBackend(Backend):
                         continue
                     assert error is not None  # noqa: S101 - a job not stored has its error
                     errors[index] = error
-                    if elsewhere.setdefault(id(error), self._elsewhere(server, error)):
+                    if id(error) not in elsewhere:
+                        elsewhere[id(error)] = self._elsewhere(server, error)
+                    if elsewhere[id(error)]:
                         retry.append(index)
                 pending = retry
                 if not pending:
@@ -290,9 +288,7 @@ class ServersBackend(Backend):
 
     def _put_order(self) -> list[_Server]:
         """Return the servers to try a put on: those up in turn, then the rest but draining ones."""
-        servers = self._servers
-        start = next(self._put_turn) % len(servers)
-        turn = servers[start:] + servers[:start]
+        turn = self._in_turn(self._put_turn)
         now = time.monotonic()
         # Draining servers only when all are: their DRAINING is then the answer.
         welcome = [server for server in turn if now >= server.draining_until] or turn
@@ -401,14 +397,17 @@ class ServersBackend(Backend):
 
     def _reserve_order(self, last: _Server | None) -> list[_Server]:
         """Return the servers to reserve from, in turn: those up, or all when none is."""
-        servers = self._servers
-        start = next(self._reserve_turn) % len(servers)
-        turn = servers[start:] + servers[:start]
+        turn = self._in_turn(self._reserve_turn)
         if last is not None:
             turn.remove(last)
             turn.append(last)
         now = time.monotonic()
         return [server for server in turn if server.up(now)] or turn
+
+    def _in_turn(self, turns: Iterator[int]) -> list[_Server]:
+        """Return the servers starting from the one whose turn ``turns`` says it is."""
+        start = next(turns) % len(self._servers)
+        return self._servers[start:] + self._servers[:start]
 
     def consumer(self, tubes: Sequence[str]) -> Consumer:
         """Return a consumer with a connection to each server; see :meth:`Backend.consumer`."""
