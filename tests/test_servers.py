@@ -704,3 +704,18 @@ def test_when_every_server_drains_a_put_says_so(fake_beanstalkd: StartFake, tube
             with pytest.raises(ServerError, match="draining") as caught:
                 queues.get(tube).put(Message("nowhere"))
             assert caught.value.reply == "DRAINING"
+
+
+def test_a_batch_that_fails_as_one_counts_one_failure_of_its_server(
+    fake_beanstalkd: StartFake, server: BeanstalkdServer, tube: str
+) -> None:
+    dead = fake_beanstalkd({})
+    dead.stop()  # nobody listens there: the whole batch fails at the connect
+    with factory(f"beanstalk://127.0.0.1:{dead.port},{address(server)}") as queues:
+        first_puts_first(queues)
+        backend = queues.backend
+        assert isinstance(backend, ServersBackend)
+        # Straight to the backend: Queue.put_many would first ask every server's limit.
+        stored = backend.put_many(tube, [b"m"] * 5, priority=0, delay=0, ttr=60)
+        assert {job.server for job in stored} == {address(server)}
+        assert [one.failures for one in backend._servers] == [1, 0]
