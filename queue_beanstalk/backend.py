@@ -168,17 +168,52 @@ class Consumer(ABC):
     def delete_and_reserve(self, lease: Lease, timeout: float) -> tuple[bool, Reserved | None]:
         """Delete a job reserved through this consumer, then reserve the next.
 
-        Backends that can send both in one write (beanstalkd) save a round trip.
+        The one-job case of :meth:`reserve_batch`.
 
         :returns: whether the delete found the job (False: its reservation was
             lost, and the server hands it out again), and what :meth:`reserve` gives.
         """
-        try:
-            self.backend.delete(lease)
-            deleted = True
-        except NotFound:
-            deleted = False
-        return deleted, self.reserve(timeout)
+        lost, reserved = self.reserve_batch((lease,), 1, timeout)
+        return not lost, reserved[0] if reserved else None
+
+    def reserve_batch(
+        self, deletes: Sequence[Lease], count: int, timeout: float
+    ) -> tuple[list[Lease], list[Reserved]]:
+        """Delete ``deletes``, then reserve up to ``count`` jobs: the first waited for.
+
+        The first reserve waits up to ``timeout`` seconds; the others take only
+        jobs ready at once, so a batch never waits to be filled. Backends that
+        can send all of it in one write (beanstalkd) save a round trip per job.
+        The leases in ``deletes`` must have been reserved through this consumer,
+        and claimed.
+
+        :returns: the leases whose delete found no job (their reservation was
+            lost, and the server hands them out again), and the jobs reserved,
+            none when the timeout passed or the consumer was interrupted.
+        :raises QueueConnectionError: as :meth:`reserve`; a delete not yet
+            answered is then lost with the connection, and its job handed out again.
+        """
+        lost = self._delete_each(deletes)
+        first = self.reserve(timeout)
+        if first is None:
+            return lost, []
+        reserved = [first]
+        while len(reserved) < count:
+            more = self.reserve(0)
+            if more is None:
+                break
+            reserved.append(more)
+        return lost, reserved
+
+    def _delete_each(self, leases: Sequence[Lease]) -> list[Lease]:
+        """Delete each lease through the backend; return those whose job was not found."""
+        lost = []
+        for lease in leases:
+            try:
+                self.backend.delete(lease)
+            except NotFound:
+                lost.append(lease)
+        return lost
 
     @abstractmethod
     def interrupt(self) -> None:

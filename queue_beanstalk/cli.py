@@ -3,8 +3,8 @@
 Usage: ``queue-beanstalk [--version] COMMAND ...``, where COMMAND is
 
 ``worker package.module:function --queue NAME [--queue NAME ...] [--url URL] [--concurrency N]
-[--max-attempts N] [--retry-delay SECONDS] [--time-limit SECONDS] [--stop-timeout SECONDS]
-[--burst] [--processes N] [--path DIR ...]
+[--prefetch N] [--max-attempts N] [--retry-delay SECONDS] [--time-limit SECONDS]
+[--stop-timeout SECONDS] [--burst] [--processes N] [--path DIR ...]
 [--metrics-port PORT [--metrics-host HOST]]``
     call the function for every message on the queues until SIGTERM or SIGINT
     (graceful: callbacks in flight finish); a second signal exits at once. The
@@ -59,7 +59,12 @@ from collections.abc import Callable, Sequence
 from . import __version__, logs
 from .checks import check_name, whole_seconds
 from .errors import QueueConnectionError, QueueError
-from .queue_factory import DEFAULT_MAX_ATTEMPTS, URL_ENVIRONMENT_VARIABLE, factory
+from .queue_factory import (
+    DEFAULT_MAX_ATTEMPTS,
+    MAX_PREFETCH,
+    URL_ENVIRONMENT_VARIABLE,
+    factory,
+)
 
 __all__ = [
     "EXIT_CONNECTION",
@@ -131,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--concurrency", type=_positive_int, default=1, metavar="N",
         help="callbacks run at once, each worker with its own connection (default: 1)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--prefetch", type=_prefetch, default=1, metavar="N",
+        help="messages each worker reserves at once, run in order: for many short calls; "
+        "unstarted ones go back at a stop, or after their time-to-run if the worker is "
+        f"killed (1 to {MAX_PREFETCH}; default: 1)",
     )  # fmt: skip
     worker.add_argument(
         "--max-attempts", type=_positive_int, default=DEFAULT_MAX_ATTEMPTS, metavar="N",
@@ -402,6 +413,7 @@ def _worker(args: argparse.Namespace) -> int:
                 func,
                 args.queues,
                 concurrency=args.concurrency,
+                prefetch=args.prefetch,
                 max_attempts=args.max_attempts,
                 retry_delay=args.retry_delay,
                 burst=args.burst,
@@ -464,6 +476,14 @@ def _queue_name(value: str) -> str:
 def _positive_int(value: str) -> int:
     """Return ``value`` as an int of at least 1."""
     return _whole_number(value, 1)
+
+
+def _prefetch(value: str) -> int:
+    """Return ``value`` as an int from 1 to MAX_PREFETCH."""
+    number = _whole_number(value, 1)
+    if number > MAX_PREFETCH:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_PREFETCH}, not {number}")
+    return number
 
 
 def _count(value: str) -> int:

@@ -2,12 +2,16 @@
 
 Each of ``concurrency`` worker threads has a consumer (on beanstalkd, a
 connection) of its own and reserves one message at a time, so the handler never
-holds more messages than it can start. What becomes of each message once its
-function returns or raises is :mod:`queue_beanstalk.retries`'s; a body that
-cannot be decoded is buried and logged (:mod:`queue_beanstalk.decoding`), and
-the handler goes on. A function that runs past the message's time-to-run keeps
-its reservation: the :mod:`~queue_beanstalk.reservation_keeper` touches it, so
-the message is not handed to another worker.
+holds more messages than it can start; with ``prefetch=N``, up to N at a time,
+taken in one round trip and run in order. Either way a handled message's delete
+goes out with the worker's next reserve, in one write. What becomes of each
+message once its function returns or raises is :mod:`queue_beanstalk.retries`'s;
+a body that cannot be decoded is buried and logged
+(:mod:`queue_beanstalk.decoding`), and the handler goes on. A message held past
+its time-to-run (its function runs long, or, prefetched, it waits for the calls
+before it, or, handled, for its delete to go out) keeps its reservation: the
+:mod:`~queue_beanstalk.reservation_keeper` touches it, so the message is not
+handed to another worker.
 
 Life cycle
     ``STOPPED`` --start()--> ``RUNNING`` --stop()--> ``STOPPING`` --wait() (or
@@ -18,9 +22,11 @@ Life cycle
 
     1. ``stop()`` sets the workers' event and interrupts their consumers: no
        reserve is pending or starts after this, so no new message is taken.
-    2. A worker whose reserve returned a message as the stop came releases it
-       unstarted (on beanstalkd its connection is already closed, which gave it
-       back); a worker in a callback finishes it and settles its message.
+    2. A worker whose reserve returned messages as the stop came releases them
+       unstarted (on beanstalkd its connection is already closed, which gave
+       them back); a worker in a callback finishes it, settles its message, and
+       releases the prefetched messages it has not started, at their
+       priority, with no delay: other workers get them at once.
     3. Each worker then closes its consumer: anything it still held goes back.
     4. The keeper is closed last, by ``wait()`` once every worker has ended, so
        callbacks running past their time-to-run stay reserved to the end.
@@ -108,8 +114,10 @@ class Handler:
         retry_delay: RetryDelay,
         burst: bool,
         time_limit: float | None = None,
+        prefetch: int = 1,
     ) -> None:
         self._func = func
+        self._prefetch = prefetch
         self._time_limit = time_limit
         self._names = tuple(names)
         self._backend = backend
@@ -309,9 +317,10 @@ class Handler:
         Whatever the backend or the codec raise is logged, backed off from and
         survived; what still ends the loop fails the handler (:meth:`_crashed`).
         """
-        # A handled message's delete waits to go out with the next reserve, in
-        # one write: one round trip per message instead of two.
-        done: Lease | None = None
+        # Handled messages' deletes wait to go out with the next reserves, in
+        # one write: one round trip per batch of messages instead of two per
+        # message. The keeper keeps them reserved until then.
+        done: list[Lease] = []
         try:
             failures = 0
             while not stopping.is_set():
@@ -320,53 +329,72 @@ class Handler:
                     # are idle must not count one whose reserve may yet take a message.
                     self._idle[slot] = False
                 try:
-                    reserved = self._next(consumer, done)
+                    batch = self._next(consumer, done)
                 except Exception as exc:  # noqa: BLE001 - a worker outlives anything a backend raises
                     failures += 1
                     self._health.failed(exc)
                     stopping.wait(_backoff(failures))
                     continue
                 finally:
-                    done = None
+                    done = []
+                    keeper.slots[slot] = ()
                 if failures:
                     failures = 0
                     self._health.recovered()
-                if reserved is None:
+                if not batch:
                     if self._burst and not stopping.is_set():
                         self._found_nothing(slot, stopping)
                     continue
-                if stopping.is_set():
-                    # Reserved as stop() came: hand it back at once, not started.
-                    # On beanstalkd the interrupt closed its connection, which
-                    # already did: a failure to release is expected, and quiet.
-                    self._settle(reserved.lease, Outcome.RELEASE, quiet=True)
-                    break
-                try:
-                    done = self._handle(reserved, keeper, slot)
-                except Exception:
-                    logger.exception(
-                        "handler worker failed on job %d; releasing it", reserved.job_id
-                    )
-                    self._settle(reserved.lease, Outcome.RELEASE)
-            if done is not None:
-                self._settle(done, Outcome.DELETE, claimed=True)
+                held = keeper.hold(slot, [reserved.lease for reserved in batch])
+                for index, reserved in enumerate(batch):
+                    if stopping.is_set():
+                        # Reserved, not started, as stop() came: hand them back at
+                        # once, for other workers. (On beanstalkd a stop during
+                        # the reserve closed the connection, which already did.)
+                        self._give_back(batch[index:])
+                        break
+                    try:
+                        if self._handle(reserved, held[index]):
+                            done.append(reserved.lease)
+                    except Exception:
+                        logger.exception(
+                            "handler worker failed on job %d; releasing it", reserved.job_id
+                        )
+                        self._settle(reserved.lease, Outcome.RELEASE)
+            for lease in done:
+                self._settle(lease, Outcome.DELETE, claimed=True)
         except BaseException as exc:  # noqa: BLE001 - recorded and logged: the handler fails
             self._crashed(exc)
         finally:
+            keeper.slots[slot] = ()
             consumer.close()
 
-    def _next(self, consumer: Consumer, done: Lease | None) -> Reserved | None:
-        """Reserve the next message, deleting ``done`` in the same write.
+    def _next(self, consumer: Consumer, done: list[Lease]) -> list[Reserved]:
+        """Reserve the next messages (up to ``prefetch``), deleting ``done`` in the same write.
 
         In burst mode the reserve polls: it does not wait for a message.
         """
         timeout = 0.0 if self._burst else RESERVE_TIMEOUT
-        if done is None:
-            return consumer.reserve(timeout)
-        deleted, reserved = consumer.delete_and_reserve(done, timeout)
-        if not deleted:
-            _log_lost(done, Outcome.DELETE)
-        return reserved
+        lost, batch = consumer.reserve_batch(done, self._prefetch, timeout)
+        for lease in lost:
+            _log_lost(lease, Outcome.DELETE)
+        return batch
+
+    def _give_back(self, unstarted: Sequence[Reserved]) -> None:
+        """Release reserved messages whose callbacks never started, at their priority, now.
+
+        They were not handled, so they count as no outcome. A release that
+        fails is quiet: the server gets them back when the consumer's
+        connection closes, as it does when the worker ends.
+        """
+        for reserved in unstarted:
+            if reserved.lease.claim():
+                self._settle(reserved.lease, Outcome.RELEASE, quiet=True, claimed=True)
+        if self._prefetch > 1 and unstarted:
+            logger.info(
+                "handler worker stopping: released %d prefetched message(s) not started",
+                len(unstarted),
+            )
 
     def _found_nothing(self, slot: int, stopping: threading.Event) -> None:
         """Burst: stop the handler if no other worker is busy, else wait, to poll again."""
@@ -386,15 +414,15 @@ class Handler:
         else:
             stopping.wait(BURST_POLL)
 
-    def _handle(self, reserved: Reserved, keeper: ReservationKeeper, slot: int) -> Lease | None:
-        """Call the function; return the lease when its message is to be deleted."""
+    def _handle(self, reserved: Reserved, kept: Kept) -> bool:
+        """Call the function; return whether its message is to be deleted (it is claimed)."""
         try:
             message = decode_reserved(self._backend, self._codec, reserved, self._priority)
         except DecodeError:
             self._tally.settled(reserved.tube, Outcome.BURY)
-            return None  # buried and logged; nothing is lost
+            return False  # buried and logged; nothing is lost
         lease = reserved.lease
-        kept = keeper.slots[slot] = Kept(lease, time.monotonic())
+        kept.start()
         started = time.perf_counter()
         failure: BaseException | None = None
         try:
@@ -402,7 +430,7 @@ class Handler:
         except BaseException as error:  # noqa: BLE001 - logged; the message retried or buried
             failure = error
         finally:
-            keeper.slots[slot] = None
+            kept.running = False
         if kept.given_back:  # past the time limit: the message went back meanwhile
             self._tally.called(lease.tube, started, failure)
             logger.warning(
@@ -411,13 +439,14 @@ class Handler:
                 describe(message),
                 time.perf_counter() - started,
             )
-            return None
+            return False
         if failure is None:
-            # Claimed now, so the keeper lets go; deleted with the next reserve.
-            # Not when the function settled its message itself: nor counted, then.
-            claimed = lease.claim()
+            # Claimed now, and deleted with the next reserve; the keeper keeps it
+            # reserved until then. Not when the function settled its message
+            # itself: nor counted, then.
+            claimed = kept.deferred = lease.claim()
             self._tally.called(lease.tube, started, deleted=claimed)
-            return lease if claimed else None
+            return claimed
         self._tally.called(lease.tube, started, failure)
         if isinstance(failure, Retry):
             logger.debug(
@@ -431,7 +460,7 @@ class Handler:
             self._settle(lease, Outcome.BURY)
         else:
             self._fail(lease, message, failure)
-        return None
+        return False
 
     def _fail(self, lease: Lease, message: Message, error: BaseException) -> None:
         """Release or bury the message of a call that raised ``error``, and log it."""

@@ -49,6 +49,9 @@ DEFAULT_MAX_ATTEMPTS = 5
 #: Default priority of a put message: beanstalkd's first non-"urgent" value.
 DEFAULT_PRIORITY = 1024
 
+#: The most messages a handler worker may prefetch (``handler(prefetch=)``).
+MAX_PREFETCH = 1000
+
 _CODECS: dict[str, type[Codec]] = {"json": JsonCodec}
 _FACTORY_OPTIONS = frozenset({"codec", "priority", "ttr"})
 # Backends by URL scheme: a class, or its "package.module:Class" name, imported
@@ -117,6 +120,7 @@ class QueueFactory:
         retry_delay: RetryDelay = exponential_backoff,
         burst: bool = False,
         time_limit: Seconds | None = None,
+        prefetch: int = 1,
     ) -> Handler:
         """Return a handler calling ``func(message)`` for every message on the named queues.
 
@@ -138,11 +142,22 @@ class QueueFactory:
         :param burst: stop by itself, as if ``stop()`` were called, once no
             message is ready on the queues and none is in flight (a delayed
             message is not ready); ``wait()`` then returns.
+        :param prefetch: messages each worker reserves at once, at most (1 to
+            :data:`MAX_PREFETCH`): it takes up to this many that are ready in
+            one round trip, runs them in order, and sends their deletes with its
+            next reserves. Messages waiting their turn stay reserved (touched as
+            needed), and are released at once by ``stop()``; those of a worker
+            killed outright go back when the server sees its connection close
+            (or, if its machine vanished, when their time-to-run ends). Worth
+            it for many short calls; for long calls or few messages, keep 1, so
+            that idle workers elsewhere get the messages.
         :raises TypeError: when ``func`` is not callable, or is an ``async def``
             function (handlers run functions in threads and await nothing).
         :raises InvalidName: for a queue name beanstalkd would refuse.
-        :raises ValueError: for no names, or a count below 1.
+        :raises ValueError: for no names, or a count out of range.
         """
+        if check_count(prefetch, "prefetch", 1) > MAX_PREFETCH:
+            raise ValueError(f"prefetch must be at most {MAX_PREFETCH}, not {prefetch}")
         check_handler_function(func)
         if not names:
             raise ValueError("handler() needs at least one queue name")
@@ -159,6 +174,7 @@ class QueueFactory:
             retry_delay=retry_delay,
             burst=burst,
             time_limit=None if time_limit is None else positive_seconds(time_limit, "time_limit"),
+            prefetch=prefetch,
         )
 
     def queues(self) -> list[str]:

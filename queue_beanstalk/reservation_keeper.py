@@ -18,7 +18,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 from .backend import Backend, Lease
 from .decoding import priority_of
@@ -34,33 +34,57 @@ SCAN = 0.1
 
 
 class Kept:
-    """A callback's message, and when the keeper should next look at it."""
+    """A message a worker holds, and when the keeper should next look at it.
 
-    __slots__ = ("due", "given_back", "lease", "over_limit", "started", "ttr")
+    A worker holds a message from its reserve until it is settled: waiting
+    its turn (prefetched), then while its callback runs, then, once handled,
+    until its delete goes out with the worker's next reserve (``deferred``).
+    """
 
-    def __init__(self, lease: Lease, started: float) -> None:
+    __slots__ = (
+        "deferred",
+        "due",
+        "given_back",
+        "lease",
+        "over_limit",
+        "running",
+        "started",
+        "ttr",
+    )
+
+    def __init__(self, lease: Lease, reserved: float) -> None:
         self.lease = lease
-        #: When (``time.monotonic()``) the callback started.
-        self.started = started
-        self.due = started + KEEP_AFTER
+        #: When (``time.monotonic()``) the message was reserved, then when its callback started.
+        self.started = reserved
+        self.due = reserved + KEEP_AFTER
         self.ttr: int | None = None
+        #: Set while the callback runs: the time limit counts from its start.
+        self.running = False
+        #: Set once handled: deleted with the worker's next reserve, kept reserved until then.
+        self.deferred = False
         #: Set once the call has run past the time limit (the keeper let go of it).
         self.over_limit = False
         #: Set once the message was given back to the server: its outcome is not ours.
         self.given_back = False
 
+    def start(self) -> None:
+        """Record that the message's callback starts now."""
+        self.started = time.monotonic()
+        self.running = True
+
 
 class ReservationKeeper:
-    """A thread that has the messages of callbacks running past their time-to-run touched.
+    """A thread that has the messages workers hold past their time-to-run touched.
 
-    Each worker has a slot in which it puts what its callback holds: starting
-    a callback costs one assignment, no lock and no wake-up. Every SCAN seconds
-    the keeper looks at the slots; a message whose callback has run KEEP_AFTER
-    seconds has its time-to-run looked up once (``stats-job``) and is touched
-    well before it runs out, again and again until the callback returns. Each
-    touch runs in a short thread of its own, so one slow reply (up to the
-    backend's timeout) never delays the touches of other messages past
-    their time-to-run.
+    Each worker has a slot in which it puts the messages it holds (one, or a
+    prefetched batch, see :meth:`hold`): that costs one assignment, no lock
+    and no wake-up. Every SCAN seconds the keeper looks at the slots; a
+    message held KEEP_AFTER seconds (waiting its turn, in its callback, or
+    handled and waiting for its delete to go out) has its time-to-run looked
+    up once (``stats-job``) and is touched well before it runs out, again and
+    again until it is settled. Each touch runs in a short thread of its own,
+    so one slow reply (up to the backend's timeout) never delays the touches
+    of other messages past their time-to-run.
     """
 
     def __init__(
@@ -75,13 +99,25 @@ class ReservationKeeper:
         self._backend = backend
         self._time_limit = math.inf if time_limit is None else time_limit
         self._priority = priority  # to give a message back at, when its own cannot be read
-        self.slots: list[Kept | None] = [None] * workers
+        #: What each worker holds; empty when nothing.
+        self.slots: list[Sequence[Kept]] = [()] * workers
         self._stopping = stopping
         self._closed = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name="queue-beanstalk-keeper", daemon=True
         )
         self._thread.start()
+
+    def hold(self, slot: int, leases: Iterable[Lease]) -> list[Kept]:
+        """Put the messages of ``leases``, just reserved, in worker ``slot``'s keeping.
+
+        They stay kept until the worker empties its slot (``slots[slot] = ()``)
+        or each is settled; a message deferred for deletion is kept until then.
+        """
+        now = time.monotonic()
+        kept = [Kept(lease, now) for lease in leases]
+        self.slots[slot] = kept
+        return kept
 
     def close(self) -> None:
         """End the keeper thread (it finishes a touch under way)."""
@@ -92,16 +128,17 @@ class ReservationKeeper:
             if self._stopping.is_set() and not any(self.slots):
                 return  # stopped, and no callback left to keep: nothing will come
             now = time.monotonic()
-            for kept in list(self.slots):
-                if kept is None or kept.over_limit or kept.lease.settled:
-                    continue
-                if now - kept.started >= self._time_limit:
-                    kept.over_limit = True
-                    kept.due = math.inf  # touched no more
-                    self._start(self._give_back, kept)
-                elif kept.due <= now:
-                    kept.due = math.inf  # until this touch is done: never two at once
-                    self._start(self._touch, kept)
+            for held in list(self.slots):
+                for kept in held:
+                    if kept.over_limit or (kept.lease.settled and not kept.deferred):
+                        continue
+                    if kept.running and now - kept.started >= self._time_limit:
+                        kept.over_limit = True
+                        kept.due = math.inf  # touched no more
+                        self._start(self._give_back, kept)
+                    elif kept.due <= now:
+                        kept.due = math.inf  # until this touch is done: never two at once
+                        self._start(self._touch, kept)
 
     def _start(self, action: Callable[[Kept], None], kept: Kept) -> None:
         """Run ``action(kept)`` in a short thread of its own."""
@@ -145,7 +182,8 @@ class ReservationKeeper:
                 kept.ttr = self._backend.stats_job(kept.lease.ref).ttr
             self._backend.touch(kept.lease)
         except Exception as exc:  # noqa: BLE001 - logged: no touch thread ends silently
-            # kept.due stays infinite: nothing more to do for this one.
+            # kept.due stays infinite: nothing more to do for this one. (A
+            # deferred delete may have gone out meanwhile: that is no failure.)
             if not kept.lease.settled:
                 logger.warning("could not keep job %d reserved: %s", kept.lease.job_id, exc)
             return

@@ -155,6 +155,7 @@ def run(
     names: Sequence[str],
     *,
     concurrency: int,
+    prefetch: int = 1,
     max_attempts: int,
     retry_delay: RetryDelay | None,
     burst: bool,
@@ -174,6 +175,7 @@ def run(
 
     :param retry_delay: as :meth:`QueueFactory.handler`'s; None for its default.
     :param time_limit: as :meth:`QueueFactory.handler`'s.
+    :param prefetch: as :meth:`QueueFactory.handler`'s.
     :param stop_timeout: seconds a graceful stop waits for the callbacks in
         flight; then the process exits at once with ``stop_timeout_exit``, its
         connections closed so that the server hands their messages out again.
@@ -190,6 +192,7 @@ def run(
         func,
         *names,
         concurrency=concurrency,
+        prefetch=prefetch,
         max_attempts=max_attempts,
         retry_delay=exponential_backoff if retry_delay is None else retry_delay,
         burst=burst,

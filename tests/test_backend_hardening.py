@@ -117,6 +117,57 @@ def test_a_pipelined_delete_refused_drops_the_connection_out_of_step(
         consumer.close()
 
 
+# A prefetch batch: deletes and reserves in one write, replies read in order.
+
+
+def test_a_batch_cut_short_by_deadline_soon_waits_for_one_job(fake_beanstalkd: StartFake) -> None:
+    reserves = [
+        Reply(JOB % 1),
+        Reply(b"DEADLINE_SOON\r\n"),
+        Reply(b"DEADLINE_SOON\r\n"),
+        Reply(b"DEADLINE_SOON\r\n"),
+        Reply(JOB % 2),
+    ]
+    queues, consumer, first = _first_job(fake_beanstalkd, reserves, [Reply(b"DELETED\r\n")])
+    with queues:
+        lost, batch = consumer.reserve_batch([first.lease], 3, 3)
+        assert lost == []
+        assert [reserved.job_id for reserved in batch] == [2]
+        consumer.close()
+
+
+def test_a_reserve_refused_inside_a_batch_drops_the_connection_out_of_step(
+    fake_beanstalkd: StartFake,
+) -> None:
+    reserves = [Reply(JOB % 1), Reply(JOB % 2), Reply(b"INTERNAL_ERROR\r\n"), Reply(JOB % 3)]
+    queues, consumer, first = _first_job(fake_beanstalkd, reserves, [Reply(b"DELETED\r\n")])
+    with queues:
+        assert isinstance(first.lease, _BeanstalkLease)
+        conn = first.lease.connection
+        with pytest.raises(QueueConnectionError, match="INTERNAL_ERROR"):
+            consumer.reserve_batch([first.lease], 3, 1)
+        assert conn.broken, "a connection with replies pending was kept"
+        consumer.close()
+
+
+def test_a_tube_lookup_refused_inside_a_batch_drops_the_connection_out_of_step(
+    fake_beanstalkd: StartFake,
+) -> None:
+    server = fake_beanstalkd(
+        {
+            b"watch": [Reply(b"WATCHING 2\r\n"), Reply(b"WATCHING 3\r\n")],
+            b"ignore": [Reply(b"WATCHING 2\r\n")],
+            b"reserve-with-timeout": [Reply(JOB % 1), Reply(JOB % 2)],
+            b"stats-job": [Reply(b"NOT_FOUND\r\n"), stats_reply(b"---\nid: 2\ntube: b\n")],
+        }
+    )
+    with factory(server.url, timeout=2) as queues:
+        consumer = _backend(queues).consumer(["a", "b"])
+        with pytest.raises(QueueConnectionError, match="NOT_FOUND"):
+            consumer.reserve_batch((), 2, 1)
+        consumer.close()
+
+
 # watch refused part way: what the connection watches stays true.
 
 

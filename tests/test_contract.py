@@ -13,6 +13,7 @@ from .contract.factory import FactoryContract
 from .contract.handler import HandlerContract
 from .contract.operate import OperateContract
 from .contract.pipelining import PipeliningContract
+from .contract.prefetch import PrefetchContract
 from .contract.queue_api import QueueContract
 from .contract.settle_after_close import SettleAfterCloseContract
 from .contract.stress import StressContract
@@ -27,6 +28,7 @@ class Contract(
     OperateContract,
     SurvivalContract,
     PipeliningContract,
+    PrefetchContract,
     SettleAfterCloseContract,
     StressContract,
 ):

@@ -19,7 +19,7 @@ import pytest
 from queue_beanstalk import Message, QueueFactory, cli, factory
 from queue_beanstalk.worker_command import restart_delay
 
-from .support import eventually, gone, put_job
+from .support import eventually, gone, put_job, ref
 
 TASKS = """
 import os, pathlib, time
@@ -166,6 +166,46 @@ def test_burst_handles_what_is_ready_then_exits_0(
     assert all(gone(queues, job) for job in jobs)
     assert queues.backend.stats_job(delayed).state == "delayed"  # not ready: not waited for
     assert "no message ready" in worker.err
+
+
+def test_prefetch_with_burst_handles_everything_then_exits_0(
+    tasks: Path, queues: QueueFactory, beanstalkd_url: str, tube: str, workers: list[Worker]
+) -> None:
+    messages = [Message("slow", [str(n), "0"]) for n in range(40)]
+    queues.get(tube).put_many(messages)
+    worker = Worker(
+        tasks, "option_tasks:slow", "--queue", tube, "--url", beanstalkd_url,
+        "--prefetch", "16", "--burst",
+    )  # fmt: skip
+    workers.append(worker)
+    assert worker.wait() == cli.EXIT_OK, worker.err
+    assert sorted(int(line.split()[0]) for line in worker.calls()) == list(range(40))
+    assert all(gone(queues, ref(message)) for message in messages)
+
+
+def test_sigterm_gives_back_prefetched_messages_before_the_worker_exits(
+    tasks: Path, queues: QueueFactory, beanstalkd_url: str, tube: str, workers: list[Worker]
+) -> None:
+    queues.get(tube).put_many([Message("slow", [str(n), "0.5"]) for n in range(10)])
+    worker = Worker(
+        tasks, "option_tasks:slow", "--queue", tube, "--url", beanstalkd_url, "--prefetch", "10"
+    )
+    workers.append(worker)
+    eventually(lambda: queues.get(tube).stats().reserved == 10)
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.wait() == cli.EXIT_OK, worker.err
+    handled = len(worker.calls())
+    stats = queues.get(tube).stats()
+    assert (stats.ready, stats.reserved) == (10 - handled, 0)
+    assert handled < 10
+    assert f"released {10 - handled} prefetched message(s) not started" in worker.err
+
+
+@pytest.mark.parametrize("value", ["0", "1001", "many"])
+def test_a_bad_prefetch_is_a_usage_error(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["worker", "m:f", "--queue", "q", "--url", "memory://", "--prefetch", value]
+    assert cli.main(argv) == cli.EXIT_USAGE
+    assert "error: argument --prefetch: " in capsys.readouterr().err
 
 
 def test_burst_on_an_empty_queue_exits_0_at_once(

@@ -687,19 +687,28 @@ class BeanstalkBackend(Backend):
                 if not refused.no_job_yet:
                     raise
                 now = time.monotonic()
-                if refused.deadline_soon and now < deadline:
-                    # Unlocked meanwhile, so that the job can be settled (or
-                    # touched) on this very connection by whoever holds it.
-                    conn.lock.release()
-                    try:
-                        conn.wire.readable(min(DEADLINE_SOON_PAUSE, deadline - now))
-                    finally:
-                        conn.lock.acquire()
-                    now = time.monotonic()
+                if refused.deadline_soon:
+                    now = self._pause_for_deadline_soon(conn, deadline)
                 if now >= deadline:
                     raise Timeout(f"no message on {', '.join(tubes)} by the timeout") from None
                 seconds = math.ceil(deadline - now)
             conn.wire.send(protocol.reserve(seconds)[0])
+
+    def _pause_for_deadline_soon(self, conn: Connection, deadline: float) -> float:
+        """Wait a little after DEADLINE_SOON, with ``conn.lock`` let go; return the time then.
+
+        Unlocked meanwhile, so that the job about to run out can be settled (or
+        touched) on this very connection by whoever holds it.
+        """
+        now = time.monotonic()
+        if now < deadline:
+            conn.lock.release()
+            try:
+                conn.wire.readable(min(DEADLINE_SOON_PAUSE, deadline - now))
+            finally:
+                conn.lock.acquire()
+            now = time.monotonic()
+        return now
 
     def _lease_reserved(
         self, conn: Connection, tubes: Sequence[str], job_id: int, body: bytes
@@ -711,6 +720,29 @@ class BeanstalkBackend(Backend):
         lease = _BeanstalkLease(job_id, tube, conn, self)
         conn.hold(lease)
         return Reserved(job_id, body, tube, lease)
+
+    def _lease_batch(
+        self, conn: Connection, tubes: Sequence[str], jobs: Sequence[tuple[int, bytes]]
+    ) -> list[Reserved]:
+        """Lease jobs reserved on ``conn``, held, every reply to their reserves read."""
+        if len(tubes) == 1:
+            return [self._lease_reserved(conn, tubes, job_id, body) for job_id, body in jobs]
+        # The RESERVED replies do not say which tube each job came from: ask,
+        # in one write.
+        commands = [protocol.stats_job(job_id) for job_id, _ in jobs]
+        conn.wire.send(b"".join([data for data, _ in commands]))
+        found = []
+        for (job_id, body), (_, expected) in zip(jobs, commands, strict=True):
+            try:
+                tube = protocol.field(wire.read_stats(conn.wire, expected), "tube")
+            except Refused as refused:  # replies are still to come: the connection must go
+                raise ProtocolError(
+                    f"stats-job of reserved job {job_id} refused with {refused.status}"
+                ) from refused
+            lease = _BeanstalkLease(job_id, tube, conn, self)
+            conn.hold(lease)
+            found.append(Reserved(job_id, body, tube, lease))
+        return found
 
     def _watch(self, conn: Connection, tubes: tuple[str, ...]) -> None:
         """Make ``conn`` reserve from ``tubes``; callers check ``conn.watched_for`` first.
@@ -792,55 +824,105 @@ class _BeanstalkConsumer(Consumer):
         finally:
             self._stop_reserving()
 
-    def delete_and_reserve(self, lease: Lease, timeout: float) -> tuple[bool, Reserved | None]:
-        """Delete and reserve in one write; see :meth:`Consumer.delete_and_reserve`."""
-        conn = self._conn
-        if conn is None or not isinstance(lease, _BeanstalkLease) or lease.connection is not conn:
-            return super().delete_and_reserve(lease, timeout)
+    def reserve_batch(
+        self, deletes: Sequence[Lease], count: int, timeout: float
+    ) -> tuple[list[Lease], list[Reserved]]:
+        """Delete and reserve in one write; see :meth:`Consumer.reserve_batch`."""
+        conn = self._conn if deletes else self._connection()
+        if conn is None:
+            return super().reserve_batch(deletes, count, timeout) if deletes else ([], [])
+        for lease in deletes:
+            if not isinstance(lease, _BeanstalkLease) or lease.connection is not conn:
+                return super().reserve_batch(deletes, count, timeout)
         backend = self._backend
         seconds = math.ceil(timeout)
         deadline = time.monotonic() + timeout
         with conn.lock:
-            deleted = backend._run(conn, self._delete_then_reserve, conn, lease, seconds)
-            # The delete is settled; only now may interrupt() cut the reserve short.
+            lost = backend._run(conn, self._send_batch, conn, deletes, seconds, count)
+            # The deletes are settled; only now may interrupt() cut the reserves short.
             if not self._start_reserving():
-                backend._pool.forget(conn)  # the only way to end the reserve just sent
-                return deleted, None
+                backend._pool.forget(conn)  # the only way to end the reserves just sent
+                return lost, []
             try:
-                return deleted, backend._run(
-                    conn, backend._await_job, conn, self._tubes, deadline, seconds
-                )
+                return lost, backend._run(conn, self._read_batch, conn, count, deadline, seconds)
             except Timeout:
-                return deleted, None
+                return lost, []
             except QueueConnectionError:
                 if self._interrupted:
-                    return deleted, None
+                    return lost, []
                 raise
             finally:
                 self._stop_reserving()
 
-    def _delete_then_reserve(self, conn: Connection, lease: Lease, seconds: int) -> bool:
-        """Send a delete and a reserve in one write; read the delete's reply.
+    def _send_batch(
+        self, conn: Connection, deletes: Sequence[Lease], seconds: int, count: int
+    ) -> list[Lease]:
+        """Send the deletes and the reserves in one write; read the deletes' replies.
 
-        :returns: whether the delete found the job.
+        :returns: the leases whose delete found no job.
         """
         if conn.watched_for is not self._tubes:
             self._backend._watch(conn, self._tubes)
-        data, expected = protocol.delete_then_reserve(lease.job_id, seconds)
-        conn.wire.send(data)
+        conn.wire.send(
+            protocol.delete_then_reserve_batch([lease.job_id for lease in deletes], seconds, count)
+        )
+        lost = []
         try:
-            conn.wire.reply(expected, 0)
-            return True
-        except Refused as refused:
-            if refused.not_found:
-                return False
-            # The reserve's reply is still to come: to anyone else the stream is
-            # out of step, so the connection must go (the job goes back).
-            raise ProtocolError(
-                f"delete refused with {refused.status} while a reserve was pending"
-            ) from refused
+            for lease in deletes:
+                try:
+                    conn.wire.reply(b"DELETED", 0)
+                except Refused as refused:
+                    if not refused.not_found:
+                        # Replies are still to come: to anyone else the stream is
+                        # out of step, so the connection must go (its jobs go back).
+                        raise ProtocolError(
+                            f"delete refused with {refused.status} while reserves were pending"
+                        ) from refused
+                    lost.append(lease)
         finally:
-            conn.let_go(lease)
+            for lease in deletes:
+                conn.let_go(lease)
+        return lost
+
+    def _read_batch(
+        self, conn: Connection, count: int, deadline: float, seconds: int
+    ) -> list[Reserved]:
+        """Read the replies to the ``count`` reserves just sent on ``conn``, held.
+
+        The first reserve waited up to ``seconds``; the others took what was
+        ready then. Every reply is read before any job is leased, so that a
+        lookup of a job's tube (several tubes) finds the stream in step.
+
+        :raises Timeout: when no job came by ``deadline``.
+        """
+        wire = conn.wire
+        allowance = self._backend._timeout
+        jobs: list[tuple[int, bytes]] = []
+        deadline_soon = False
+        for number in range(count):
+            try:
+                wait = seconds if number == 0 else 0
+                jobs.append(wire.reserved(time.monotonic() + wait + allowance))
+            except Refused as refused:
+                if not refused.no_job_yet:
+                    # The rest of the replies are unread: the connection must go.
+                    raise ProtocolError(
+                        f"reserve refused with {refused.status} while replies were pending"
+                    ) from refused
+                deadline_soon = deadline_soon or refused.deadline_soon
+        if jobs:
+            return self._backend._lease_batch(conn, self._tubes, jobs)
+        if not deadline_soon:
+            raise Timeout(f"no message on {', '.join(self._tubes)} by the timeout")
+        # Cut short by a job this connection holds, about to run out: wait as a
+        # single reserve would, for one job.
+        backend = self._backend
+        now = backend._pause_for_deadline_soon(conn, deadline)
+        if now >= deadline:
+            raise Timeout(f"no message on {', '.join(self._tubes)} by the timeout")
+        seconds = math.ceil(deadline - now)
+        wire.send(protocol.reserve(seconds)[0])
+        return [backend._await_job(conn, self._tubes, deadline, seconds)]
 
     def interrupt(self) -> None:
         """End a blocked reserve or connect at once; see :meth:`Consumer.interrupt`."""

@@ -26,7 +26,7 @@ An asyncio transport is a read loop over the same core, sketched::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from ..backend import JobStats, TubeStats
 from ..errors import CommandRefused, NotFound, QueueError, ServerError, Timeout
@@ -370,6 +370,21 @@ def delete_then_reserve(job_id: int, seconds: int) -> Command:
     The reserve's reply follows the delete's, as for :func:`reserve`.
     """
     return b"delete %d\r\nreserve-with-timeout %d\r\n" % (job_id, seconds), b"DELETED"
+
+
+def delete_then_reserve_batch(job_ids: Sequence[int], seconds: int, count: int) -> bytes:
+    """Return deletes, then ``count`` reserves, for one write: the first waits, the rest do not.
+
+    Replies come in order: one ``DELETED`` (or ``NOT_FOUND``) per delete, then
+    one per reserve; the reserves after the first are ``reserve-with-timeout
+    0``, so they take only jobs ready once the first has one.
+    """
+    deletes = b"".join([b"delete %d\r\n" % job_id for job_id in job_ids])
+    return b"%sreserve-with-timeout %d\r\n%s" % (
+        deletes,
+        seconds,
+        b"reserve-with-timeout 0\r\n" * (count - 1),
+    )
 
 
 def release(job_id: int, priority: int, delay: int) -> Command:

@@ -74,9 +74,9 @@ DRAIN_RECHECK = 5.0
 # Seconds a failed server is skipped: doubling from the first to the last.
 FIRST_PAUSE = 0.5
 LAST_PAUSE = 30.0
-# A handler worker takes at most this many jobs in a row from one server
-# (deleting each and reserving the next in one write) before it polls the
-# others: a busy server does not starve the rest.
+# A handler worker takes at most this many batches in a row from one server
+# (deleting the last batch's jobs and reserving the next in one write) before
+# it polls the others: a busy server does not starve the rest.
 STREAK = 16
 # What a server that did not answer is taken to have of a tube: nothing.
 _NONE = TubeStats("", 0, 0, 0, 0, 0, 0, 0, 0, 0)
@@ -616,33 +616,48 @@ class _ServersConsumer(Consumer):
             server.address: server.backend.consumer(tubes) for server in backend._servers
         }
         self._interrupted = False
-        self._streak = 0  # jobs taken in a row from one server with delete_and_reserve
+        self._streak = 0  # batches taken in a row from one server with reserve_batch
 
     def reserve(self, timeout: float) -> Reserved | None:
         """Reserve a job from any server; see :meth:`Consumer.reserve`."""
         return self._reserve(timeout, None)
 
-    def delete_and_reserve(self, lease: Lease, timeout: float) -> tuple[bool, Reserved | None]:
-        """Delete and reserve in one write on the job's server, while it has jobs.
+    def reserve_batch(
+        self, deletes: Sequence[Lease], count: int, timeout: float
+    ) -> tuple[list[Lease], list[Reserved]]:
+        """Delete and reserve in one write on the jobs' server, while it has jobs.
 
-        See :meth:`Consumer.delete_and_reserve`. After :data:`STREAK` jobs in a
-        row from one server, or when it has none ready, every server is polled.
+        See :meth:`Consumer.reserve_batch`. After :data:`STREAK` batches in a
+        row from one server, or when it has none ready, every server is polled;
+        the server that has a job then fills the rest of the batch with what it
+        has ready.
         """
-        server = self._backend._by_address.get(lease.server)
+        servers = {lease.server for lease in deletes}
+        server = self._backend._by_address.get(servers.pop()) if len(servers) == 1 else None
         if server is None or self._streak >= STREAK:
-            self._streak = 0
-            return super().delete_and_reserve(lease, timeout)
-        try:
-            deleted, got = self._consumers[server.address].delete_and_reserve(lease, 0)
-        except QueueConnectionError as exc:
-            # The delete was lost with the connection: the server hands the job out again.
-            self._backend._failed(server, exc)
-            return False, self._reserve(timeout, server)
-        if got is not None:
-            self._streak += 1
-            return deleted, got
+            lost = self._delete_each(deletes)
+        else:
+            try:
+                lost, got = self._consumers[server.address].reserve_batch(deletes, count, 0)
+            except QueueConnectionError as exc:
+                # The deletes were lost with the connection: the server hands the jobs out again.
+                self._backend._failed(server, exc)
+                lost, got = list(deletes), []
+            if got:
+                self._streak += 1
+                return lost, got
         self._streak = 0
-        return deleted, self._reserve(timeout, server)
+        first = self._reserve(timeout, server)
+        if first is None or count == 1:
+            return lost, [] if first is None else [first]
+        holder = self._backend._by_address[first.lease.server]
+        try:
+            _, more = self._consumers[holder.address].reserve_batch((), count - 1, 0)
+        except QueueConnectionError as exc:
+            # The first job's reservation went with the connection: it is handed out again.
+            self._backend._failed(holder, exc)
+            return lost, []
+        return lost, [first, *more]
 
     def _reserve(self, timeout: float, polled: _Server | None) -> Reserved | None:
         def reserve_on(server: _Server, seconds: float) -> Reserved | None:

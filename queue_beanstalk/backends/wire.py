@@ -287,8 +287,17 @@ def listing(wire: Wire, command: Command) -> list[str]:
     return parse_list(_yaml(wire, command))
 
 
+def read_stats(wire: Wire, expected: bytes) -> dict[str, str]:
+    """Read the reply to a ``stats-job`` (or other stats command) already sent."""
+    return parse_stats(_read_yaml(wire, expected))
+
+
 def _yaml(wire: Wire, command: Command) -> bytes:
     data, expected = command
     wire.send(data)
+    return _read_yaml(wire, expected)
+
+
+def _read_yaml(wire: Wire, expected: bytes) -> bytes:
     size = number(wire.reply(expected, 1)[0])
     return wire.body(size, MAX_STATS)

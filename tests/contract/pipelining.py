@@ -124,6 +124,33 @@ class PipeliningContract(BackendCase):
             first.close()
             second.close()
 
+    def test_reserve_batch_takes_what_is_ready_and_never_waits_to_fill(
+        self, queues: QueueFactory, tube: str
+    ) -> None:
+        # One put_many: on several servers, a batch is taken from one server.
+        messages = [Message("batched", [str(n)]) for n in range(5)]
+        queues.get(tube).put_many(messages)
+        jobs = [ref(message) for message in messages]
+        consumer = queues.backend.consumer([tube])
+        try:
+            lost, first = consumer.reserve_batch((), 3, 1)
+            assert (lost, len(first)) == ([], 3)
+            for reserved in first:
+                assert reserved.lease.claim()
+            started = time.monotonic()
+            lost, rest = consumer.reserve_batch([r.lease for r in first], 10, 5)
+            assert time.monotonic() - started < 2.5, "waited to fill the batch"
+            assert (lost, len(rest)) == ([], 2)
+            assert {r.lease.ref for r in first + rest} == set(jobs)
+            assert all(gone(queues, r.lease.ref) for r in first)
+            for reserved in rest:
+                assert reserved.lease.claim()
+            lost, nothing = consumer.reserve_batch([r.lease for r in rest], 4, 0)
+            assert (lost, nothing) == ([], [])
+            assert all(gone(queues, job) for job in jobs)
+        finally:
+            consumer.close()
+
     def test_closing_a_consumer_gives_back_what_it_holds(
         self, queues: QueueFactory, tube: str
     ) -> None:

@@ -64,10 +64,12 @@ class FlakyConsumer(Consumer):
             raise self._errors.pop(0)
         return self._inner.reserve(timeout)
 
-    def delete_and_reserve(self, lease: Lease, timeout: float) -> tuple[bool, Reserved | None]:
+    def reserve_batch(
+        self, deletes: Sequence[Lease], count: int, timeout: float
+    ) -> tuple[list[Lease], list[Reserved]]:
         if self._errors:
             raise self._errors.pop(0)
-        return self._inner.delete_and_reserve(lease, timeout)
+        return self._inner.reserve_batch(deletes, count, timeout)
 
     def interrupt(self) -> None:
         self._inner.interrupt()

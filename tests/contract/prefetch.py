@@ -1,0 +1,214 @@
+"""A prefetching handler's guarantees: each message started once, kept reserved, given back at stop.
+
+The messages of each test are put with one ``put_many``, which keeps a batch
+on one server: so on several servers too, a worker can prefetch all of them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from queue_beanstalk import Bury, Handler, Message, QueueFactory, Timeout
+
+from ..support import gone, ref
+from .cases import BackendCase
+
+
+def _put(queues: QueueFactory, tube: str, count: int, **options: int) -> list[Message]:
+    messages = [Message("prefetched", [str(n)]) for n in range(count)]
+    queues.get(tube).put_many(messages, **options)
+    return messages
+
+
+class PrefetchContract(BackendCase):
+    """What ``handler(prefetch=N)`` guarantees on every backend."""
+
+    def test_every_message_is_handled_once_and_deleted(
+        self, queues: QueueFactory, tube: str, stopping: list[Handler]
+    ) -> None:
+        messages = _put(queues, tube, 100)
+        handled: list[str] = []
+        handler = queues.handler(lambda m: handled.append(m.args[0]), tube, prefetch=32)
+        stopping.append(handler)
+        handler.start()
+        self.drain(queues, tube, until=lambda: len(handled) == 100)
+        assert sorted(handled, key=int) == [str(n) for n in range(100)]
+        assert all(gone(queues, ref(message)) for message in messages)
+
+    def test_a_prefetched_message_stays_reserved_while_the_calls_before_it_outlast_its_ttr(
+        self, queues: QueueFactory, tube: str, stopping: list[Handler]
+    ) -> None:
+        first, second = _put(queues, tube, 2, ttr=1)
+        started, calls = threading.Event(), []
+
+        def slow_first(message: Message) -> None:
+            calls.append(message.args[0])
+            if message.args[0] == "0":
+                started.set()
+                time.sleep(3)
+
+        handler = queues.handler(slow_first, tube, prefetch=2)
+        stopping.append(handler)
+        handler.start()
+        assert started.wait(10)
+        # The second message waits in the worker, three times its time-to-run:
+        # without touches the server would hand it to this reserve.
+        with pytest.raises(Timeout):
+            queues.get(tube).get(timeout=2.5)
+        self.drain(queues, tube, until=lambda: len(calls) == 2)
+        assert calls == ["0", "1"]
+        assert gone(queues, ref(first))
+        assert gone(queues, ref(second))
+
+    def test_a_handled_message_stays_reserved_until_its_delayed_delete(
+        self, queues: QueueFactory, tube: str, stopping: list[Handler]
+    ) -> None:
+        # The first message's delete waits for the worker's next reserve, which
+        # comes after the second call: three times the first's time-to-run.
+        _put(queues, tube, 2, ttr=1)
+        started, finished, calls = threading.Event(), threading.Event(), []
+
+        def slow_second(message: Message) -> None:
+            calls.append(message.args[0])
+            if message.args[0] == "1":
+                started.set()
+                time.sleep(3)
+                finished.set()
+
+        handler = queues.handler(slow_second, tube, prefetch=2)
+        stopping.append(handler)
+        handler.start()
+        assert started.wait(10)
+        with pytest.raises(Timeout):
+            queues.get(tube).get(timeout=2.5)
+        assert finished.wait(10)
+        self.drain(queues, tube, until=lambda: len(calls) == 2)
+        assert calls == ["0", "1"]
+
+    def test_stop_releases_the_messages_not_started_at_once_at_their_priority(
+        self, queues: QueueFactory, tube: str
+    ) -> None:
+        messages = _put(queues, tube, 5, priority=77)
+        started, go_on = threading.Event(), threading.Event()
+        calls: list[str] = []
+
+        def block_first(message: Message) -> None:
+            calls.append(message.args[0])
+            started.set()
+            assert go_on.wait(10)
+
+        handler = queues.handler(block_first, tube, prefetch=5)
+        handler.start()
+        assert started.wait(10)
+        assert queues.get(tube).stats().reserved == 5
+        handler.stop()
+        go_on.set()
+        assert handler.wait(10)
+        # Given back by the time wait() returns: no time-to-run to wait out.
+        stats = queues.get(tube).stats()
+        assert (stats.ready, stats.reserved) == (4, 0)
+        assert calls == ["0"]
+        assert gone(queues, ref(messages[0]))
+        for message in messages[1:]:
+            job = queues.backend.stats_job(ref(message))
+            assert (job.state, job.priority, job.releases) == ("ready", 77, 1)
+        assert handler.stats().messages[tube]["released"] == 0
+
+    def test_max_attempts_counts_as_without_prefetch(
+        self, queues: QueueFactory, tube: str, stopping: list[Handler]
+    ) -> None:
+        (message,) = _put(queues, tube, 1)
+        calls: list[int | None] = []
+
+        def fail(received: Message) -> None:
+            calls.append(received.id)
+            raise RuntimeError("always")
+
+        handler = queues.handler(fail, tube, prefetch=8, max_attempts=3, retry_delay=0)
+        stopping.append(handler)
+        handler.start()
+        job = ref(message)
+        self.drain(queues, tube, until=lambda: queues.backend.stats_job(job).state == "buried")
+        assert len(calls) == 3
+        assert queues.backend.stats_job(job).reserves == 3
+
+    def test_bury_and_retry_settle_each_prefetched_message_once(
+        self, queues: QueueFactory, tube: str, stopping: list[Handler]
+    ) -> None:
+        messages = _put(queues, tube, 6)
+        calls: list[str] = []
+
+        def some_buried(message: Message) -> None:
+            calls.append(message.args[0])
+            if int(message.args[0]) % 2:
+                raise Bury("odd")
+
+        handler = queues.handler(some_buried, tube, prefetch=4)
+        stopping.append(handler)
+        handler.start()
+        self.drain(queues, tube, until=lambda: len(calls) == 6)
+        assert sorted(calls, key=int) == [str(n) for n in range(6)]
+        for n, message in enumerate(messages):
+            if n % 2:
+                assert queues.backend.stats_job(ref(message)).state == "buried"
+            else:
+                assert gone(queues, ref(message))
+
+    def test_concurrency_still_bounds_the_calls_at_once(
+        self, queues: QueueFactory, tube: str, stopping: list[Handler]
+    ) -> None:
+        lock = threading.Lock()
+        active, peak, done = [0], [0], [0]
+
+        def busy(message: Message) -> None:
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            time.sleep(0.05)
+            with lock:
+                active[0] -= 1
+                done[0] += 1
+
+        _put(queues, tube, 20)
+        handler = queues.handler(busy, tube, concurrency=2, prefetch=4)
+        stopping.append(handler)
+        handler.start()
+        self.drain(queues, tube, until=lambda: done[0] == 20)
+        assert peak[0] <= 2
+
+    def test_a_burst_handler_with_prefetch_drains_and_stops(
+        self, queues: QueueFactory, tube: str
+    ) -> None:
+        _put(queues, tube, 50)
+        handled: list[Message] = []
+        handler = queues.handler(handled.append, tube, prefetch=16, burst=True)
+        handler.start()
+        assert handler.wait(20)
+        assert len(handled) == 50
+        stats = queues.get(tube).stats()
+        assert (stats.ready, stats.reserved, stats.buried) == (0, 0, 0)
+
+    def test_prefetch_over_several_queues_names_each_message_s_queue(
+        self, queues: QueueFactory, tube: str, stopping: list[Handler]
+    ) -> None:
+        other = f"{tube}-other"
+        _put(queues, tube, 5)
+        _put(queues, other, 5)
+        seen: list[str | None] = []
+        handler = queues.handler(lambda m: seen.append(m.queue), tube, other, prefetch=8)
+        stopping.append(handler)
+        handler.start()
+        self.drain(queues, tube, other, until=lambda: len(seen) == 10)
+        assert sorted(seen, key=str) == [tube] * 5 + [other] * 5
+
+    @pytest.mark.parametrize(
+        ("prefetch", "error"), [(0, ValueError), (1001, ValueError), ("2", TypeError)]
+    )
+    def test_prefetch_is_checked(
+        self, queues: QueueFactory, tube: str, prefetch: object, error: type[Exception]
+    ) -> None:
+        with pytest.raises(error, match="prefetch"):
+            queues.handler(print, tube, prefetch=prefetch)  # type: ignore[arg-type]
