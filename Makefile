@@ -9,9 +9,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # discovery: put the bin folders of the ones tox may use (3.10 to 3.13) on the PATH.
 PYENV_BINS := $(shell command -v pyenv >/dev/null 2>&1 && pyenv versions --bare | grep -E '^3\.1[0-3]\.[0-9]+$$' | sed "s|^|$$(pyenv root)/versions/|; s|$$|/bin|" | paste -sd: -)
 
-.PHONY: test lint tox demo beanstalkd clean
+# Go, for the tests against Go's encoding/gob (tests/test_gob_live.py): installed
+# under CI=true, where those tests must run; elsewhere they skip, saying so, without it.
+GOLANG := $(if $(filter 1 true yes TRUE True YES,$(CI)),golang)
 
-test: $(VENV)/.installed beanstalkd
+.PHONY: test lint tox demo beanstalkd golang clean
+
+test: $(VENV)/.installed beanstalkd $(GOLANG)
 	$(BIN)/pytest
 
 lint: $(VENV)/.installed
@@ -19,7 +23,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-tox: $(VENV)/.installed beanstalkd
+tox: $(VENV)/.installed beanstalkd $(GOLANG)
 	$(if $(PYENV_BINS),PATH="$(PYENV_BINS):$$PATH") $(BIN)/tox
 
 demo: $(VENV)/.installed
@@ -37,6 +41,12 @@ beanstalkd:
 		echo "installing beanstalkd (Debian package)"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq beanstalkd >/dev/null; }
+
+golang:
+	@command -v go >/dev/null 2>&1 || { \
+		echo "installing go (Debian package golang-go)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq golang-go >/dev/null; }
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)

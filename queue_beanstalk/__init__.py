@@ -27,6 +27,7 @@ from .errors import (
     ServerError,
     Timeout,
 )
+from .gob import AutoCodec, GobCodec
 from .handler import Handler
 from .message import Message, Received
 from .peeked import Peeked
@@ -63,6 +64,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AutoCodec",
     "Backend",
     "BeanstalkBackend",
     "Bury",
@@ -70,6 +72,7 @@ __all__ = [
     "CommandRefused",
     "Consumer",
     "DecodeError",
+    "GobCodec",
     "Handler",
     "HandlerNotRunning",
     "InvalidName",

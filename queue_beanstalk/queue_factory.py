@@ -22,6 +22,7 @@ from .checks import (
     whole_seconds,
 )
 from .codec import Codec, JsonCodec
+from .gob import AutoCodec, GobCodec
 from .handler import Handler
 from .message import Received
 from .queues import Queue
@@ -52,7 +53,13 @@ DEFAULT_PRIORITY = 1024
 #: The most messages a handler worker may prefetch (``handler(prefetch=)``).
 MAX_PREFETCH = 1000
 
-_CODECS: dict[str, type[Codec]] = {"json": JsonCodec}
+# Codecs by name, for ``codec=`` as a string: each name makes a fresh codec.
+_CODECS: dict[str, Callable[[], Codec]] = {
+    "json": JsonCodec,
+    "gob": GobCodec,
+    "auto": AutoCodec,  # reads JSON and gob, writes JSON
+    "auto:gob": lambda: AutoCodec(encode="gob"),  # reads JSON and gob, writes gob
+}
 _FACTORY_OPTIONS = frozenset({"codec", "priority", "ttr"})
 # Backends by URL scheme: a class, or its "package.module:Class" name, imported
 # when a URL of that scheme is first used, so that importing the library does
@@ -250,9 +257,11 @@ def factory(url: str | None = None, **options: object) -> QueueFactory:
         ``memory://``, optionally with options as a query
         (``beanstalk://q:11300?ttr=60&priority=10``). When None, the
         ``QUEUE_BEANSTALK_URL`` environment variable, else ``beanstalk://127.0.0.1:11300``.
-    :param options: ``ttr`` (seconds), ``priority`` and ``codec`` (a :class:`Codec`
-        or ``"json"``), plus the backend's own: for beanstalk, ``connect_timeout``,
-        ``timeout``, ``max_idle``, ``max_connections`` and ``retry_for`` (see
+    :param options: ``ttr`` (seconds), ``priority`` and ``codec`` (a :class:`Codec`,
+        or ``"json"``, ``"gob"``, ``"auto"`` or ``"auto:gob"``: see
+        :class:`~queue_beanstalk.AutoCodec`), plus the backend's own: for
+        beanstalk, ``connect_timeout``, ``timeout``, ``max_idle``,
+        ``max_connections`` and ``retry_for`` (see
         :class:`~queue_beanstalk.BeanstalkBackend`); for memory, ``max_job_size``.
         Keywords win over the URL query.
     :raises ValueError: for an unknown scheme (the message lists the known ones),
