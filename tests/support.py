@@ -34,6 +34,26 @@ def eventually(condition: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
+class CallsAtOnce:
+    """A handler function that sleeps ``seconds``, counting the calls that run at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._lock = threading.Lock()
+        self._active = 0
+        #: The most calls that ran at once, and the calls that returned.
+        self.peak = self.done = 0
+
+    def __call__(self, message: Message) -> None:
+        with self._lock:
+            self._active += 1
+            self.peak = max(self.peak, self._active)
+        time.sleep(self._seconds)
+        with self._lock:
+            self._active -= 1
+            self.done += 1
+
+
 def gone(queues: QueueFactory, job: JobRef) -> bool:
     """Return whether the server no longer holds the job (it was deleted)."""
     try:

@@ -20,7 +20,7 @@ from queue_beanstalk import (
     Retry,
 )
 
-from ..support import eventually, gone, put_job
+from ..support import CallsAtOnce, eventually, gone, put_job
 from .cases import BackendCase, RawPut
 
 
@@ -337,26 +337,15 @@ class HandlerContract(BackendCase):
     def test_concurrency_runs_that_many_callbacks_at_once_and_never_more(
         self, queues: QueueFactory, tube: str, stopping: list[Handler]
     ) -> None:
-        lock = threading.Lock()
-        active, peak, done = [0], [0], [0]
-
-        def busy(message: Message) -> None:
-            with lock:
-                active[0] += 1
-                peak[0] = max(peak[0], active[0])
-            time.sleep(0.3)
-            with lock:
-                active[0] -= 1
-                done[0] += 1
-
+        busy = CallsAtOnce(0.3)
         handler = queues.handler(busy, tube, concurrency=3)
         stopping.append(handler)
         queue = queues.get(tube)
         for _ in range(9):
             queue.put(Message("busy"))
         handler.start()
-        self.drain(queues, tube, until=lambda: done[0] == 9)
-        assert peak[0] == 3
+        self.drain(queues, tube, until=lambda: busy.done == 9)
+        assert busy.peak == 3
 
     def test_a_stopped_handler_starts_again(self, queues: QueueFactory, tube: str) -> None:
         handled: list[Message] = []
