@@ -13,7 +13,7 @@ import pytest
 
 from queue_beanstalk import Bury, Handler, Message, QueueFactory, Timeout
 
-from ..support import CallsAtOnce, gone, ref
+from ..support import CallsAtOnce, eventually, gone, ref
 from .cases import BackendCase
 
 
@@ -101,6 +101,39 @@ class PrefetchContract(BackendCase):
             job = queues.backend.stats_job(ref(message))
             assert (job.state, job.priority, job.releases) == ("ready", 77, 1)
         assert handler.stats().messages[tube]["released"] == 0
+
+    @pytest.mark.slow
+    def test_each_message_is_called_once_across_a_stop_and_start(
+        self, queues: QueueFactory, tube: str, stopping: list[Handler]
+    ) -> None:
+        # Unstarted messages released at the stop are handled after the start:
+        # none is called twice, or lost.
+        queue = queues.get(tube)
+        for batch in range(20):
+            queue.put_many(Message("many", [str(batch * 100 + n)]) for n in range(100))
+        calls: list[str] = []
+        lock = threading.Lock()
+
+        def record(message: Message) -> None:
+            with lock:
+                calls.append(message.args[0])
+
+        handler = queues.handler(record, tube, concurrency=3, prefetch=16)
+        stopping.append(handler)
+        handler.start()
+        eventually(lambda: len(calls) >= 500)
+        handler.stop()
+        assert handler.wait(10)
+        assert queue.stats().reserved == 0
+        handler.start()
+
+        def drained() -> bool:
+            stats = queue.stats()
+            return (stats.ready, stats.reserved, stats.buried) == (0, 0, 0)
+
+        self.drain(queues, tube, until=drained)
+        assert sorted(calls, key=int) == [str(n) for n in range(2000)]
+        assert handler.stats().messages[tube]["deleted"] == 2000
 
     def test_max_attempts_counts_as_without_prefetch(
         self, queues: QueueFactory, tube: str, stopping: list[Handler]
