@@ -63,6 +63,8 @@ logger = logging.getLogger("queue_beanstalk")
 
 # Seconds between looks at the signal count: how long a signal may wait to be acted on.
 POLL = 0.1
+#: Set by :func:`supervise` for its worker processes: its own pid, which each watches.
+SUPERVISOR_VARIABLE = "QUEUE_BEANSTALK_SUPERVISOR_PID"
 # Seconds before a dead worker process is restarted: from the first, doubled each
 # time one dies young, up to the most; one that lived RESTART_RESET seconds
 # starts from the first again.
@@ -207,8 +209,15 @@ def run(
         logger.warning("cannot reach the queue server yet (%s); waiting for it", exc)
     handler.start()
     logger.info("worker running (pid %d); SIGTERM or Ctrl-C stops it", os.getpid())
+    supervisor = _supervisor()
     while signals.received == 0 and handler.running:
         time.sleep(POLL)  # a signal cuts the sleep short only to run the handler
+        if supervisor is not None and os.getppid() != supervisor:
+            logger.warning(
+                "the supervising worker process (pid %d) is gone; stopping as on SIGTERM",
+                supervisor,
+            )
+            break
     try:
         handler.stop()
         logger.info("stopping: waiting for callbacks in flight; a second signal exits at once")
@@ -238,6 +247,20 @@ def run(
         return failed_exit
     logger.info("worker stopped")
     return 0
+
+
+def _supervisor() -> int | None:
+    """Return the pid of the :func:`supervise` process that started this one, if one did.
+
+    A worker process watches it: should it die without passing on a signal
+    (SIGKILL), its worker processes, in sessions of their own, would run on
+    unsupervised; they stop instead, as on SIGTERM.
+    """
+    value = os.environ.pop(SUPERVISOR_VARIABLE, None)
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
 
 
 def _exit_now(queues: QueueFactory, code: int) -> NoReturn:
@@ -295,7 +318,11 @@ class _Child:
         self._started = time.monotonic()
         try:
             # The command is this program's own command line, run again.
-            self._process = subprocess.Popen(self._command, start_new_session=True)  # noqa: S603
+            self._process = subprocess.Popen(  # noqa: S603
+                self._command,
+                start_new_session=True,
+                env={**os.environ, SUPERVISOR_VARIABLE: str(os.getpid())},
+            )
         except OSError as exc:
             self._delay = restart_delay(self._delay, 0)
             self.due = time.monotonic() + self._delay

@@ -106,12 +106,13 @@ def workers() -> Iterator[list[Worker]]:
     started: list[Worker] = []
     yield started
     for worker in started:
+        # Only this test's processes: the parent, then each child it logged
+        # (which may outlive a parent the test killed).
         if worker.process.poll() is None:
-            # Only this test's processes: the parent, then each child it logged.
             worker.process.kill()
             worker.process.wait(10)
-            for pid in worker.children().values():
-                _kill(pid)
+        for pid in worker.children().values():
+            _kill(pid)
 
 
 def _kill(pid: int) -> None:
@@ -289,6 +290,26 @@ def test_processes_runs_children_restarts_a_killed_one_and_stops_on_sigterm(
     for pid in restarted.values():
         assert not _alive(pid)
     assert worker.err.count("worker stopped") == 2
+
+
+def test_processes_children_stop_gracefully_when_the_parent_is_killed(
+    tasks: Path, queues: QueueFactory, beanstalkd_url: str, tube: str, workers: list[Worker]
+) -> None:
+    worker = Worker(
+        tasks, "option_tasks:slow", "--queue", tube, "--url", beanstalkd_url, "--processes", "2"
+    )
+    workers.append(worker)
+    eventually(lambda: len(worker.children()) == 2 and worker.err.count("worker running") == 2)
+    children = worker.children()
+    job = put_job(queues.get(tube), Message("slow", ["in-flight", "1.5"]))
+    eventually(lambda: queues.backend.stats_job(job).state == "reserved")
+    worker.process.kill()  # SIGKILL: the parent can pass nothing on
+    worker.process.wait(10)
+    eventually(lambda: not any(_alive(pid) for pid in children.values()), timeout=10)
+    # Each child stopped as on SIGTERM: the callback in flight finished.
+    assert "in-flight" in {line.split()[0] for line in worker.calls()}
+    assert gone(queues, job)
+    assert worker.err.count("is gone; stopping") == 2
 
 
 def test_processes_a_second_signal_stops_every_child_at_once(
