@@ -92,6 +92,8 @@ EXIT_STOP_TIMEOUT = 7
 EXIT_INTERRUPTED = 130
 
 PROG = "queue-beanstalk"
+#: The highest TCP port.
+MAX_PORT = 65535
 # A worker process's own exits that a restart would only repeat: --processes
 # stops them all instead.
 _FATAL_EXITS = (EXIT_USAGE, EXIT_IMPORT, EXIT_NOT_CALLABLE)
@@ -179,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--metrics-port", type=_port, metavar="PORT",
         help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics; needs "
-        "pip install 'queue_beanstalk[metrics]'; not with --processes",
+        "pip install 'queue_beanstalk[metrics]'; with --processes N, worker process k serves "
+        "on PORT+k-1",
     )  # fmt: skip
     worker.add_argument(
         "--metrics-host", default="127.0.0.1", metavar="HOST",
@@ -386,14 +389,27 @@ def _worker(args: argparse.Namespace) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.processes and args.metrics_port is not None:
-        # Each process would need a port of its own: one endpoint would see one process.
-        print(f"{PROG}: error: --metrics-port cannot go with --processes", file=sys.stderr)
-        return EXIT_USAGE
+        last = args.metrics_port + args.processes - 1
+        if last > MAX_PORT:
+            print(
+                f"{PROG}: error: --metrics-port {args.metrics_port} with --processes "
+                f"{args.processes} would need ports up to {last}, past {MAX_PORT}",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
     if args.processes:
-        # The last --processes wins: each runs this command line in its own process.
+        # The last --processes (and --metrics-port) wins: each worker process runs
+        # this command line, and serves its metrics, if asked, on a port of its own.
         command = [sys.executable, "-m", "queue_beanstalk", *args.argv, "--processes", "0"]
+        port = args.metrics_port
+
+        def command_of(number: int) -> list[str]:
+            if port is None:
+                return command
+            return [*command, "--metrics-port", str(port + number - 1)]
+
         return worker_command.supervise(
-            command,
+            command_of,
             args.processes,
             fatal_exits=_FATAL_EXITS,
             forced_exit=EXIT_INTERRUPTED,
@@ -430,10 +446,10 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _port(value: str) -> int:
-    """Return ``value`` as a TCP port to listen on, 1 to 65535."""
+    """Return ``value`` as a TCP port to listen on, 1 to MAX_PORT."""
     port = _whole_number(value, 1)
-    if port > 65535:
-        raise argparse.ArgumentTypeError(f"must be at most 65535, not {port}")
+    if port > MAX_PORT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_PORT}, not {port}")
     return port
 
 

@@ -369,14 +369,14 @@ def _how(status: int) -> str:
 
 
 def supervise(
-    command: Sequence[str],
+    command: Callable[[int], Sequence[str]],
     processes: int,
     *,
     fatal_exits: Collection[int],
     forced_exit: int,
     failed_exit: int,
 ) -> int:
-    """Run ``processes`` worker processes, each ``command``, until SIGTERM or SIGINT.
+    """Run ``processes`` worker processes, number k ``command(k)``, until SIGTERM or SIGINT.
 
     The first signal is passed on to each as SIGTERM (a graceful stop), and
     all are waited for; a second one is passed on the same way, which makes
@@ -392,7 +392,7 @@ def supervise(
     """
     signals = _Signals()
     signals.install()
-    children = [_Child(number, command) for number in range(1, processes + 1)]
+    children = [_Child(number, command(number)) for number in range(1, processes + 1)]
     logger.info(
         "worker: running %d worker processes (pid %d); SIGTERM or Ctrl-C stops them",
         processes,

@@ -5,6 +5,9 @@ Every endpoint is scraped as Prometheus would, and read with ``prometheus_client
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import signal
 import socket
 import subprocess
@@ -315,6 +318,60 @@ def test_the_worker_serves_its_metrics(
     assert _value(samples, "process_open_fds") is not None
 
 
+def _two_free_ports() -> int:
+    """Return a port that is free, with the next one free too."""
+    for _ in range(50):
+        port = free_port()
+        if port < 65535:
+            with contextlib.suppress(OSError), socket.create_server(("127.0.0.1", port + 1)):
+                return port
+    pytest.fail("no two free ports in a row")
+
+
+def test_each_worker_process_serves_its_metrics_on_a_port_of_its_own(
+    tasks: str, tmp_path: Path, beanstalkd_url: str, tube: str
+) -> None:
+    port = _two_free_ports()
+    with factory(beanstalkd_url) as queues:
+        queues.get(tube).put_many(Message("ok") for _ in range(20))
+        err_path = tmp_path / "stderr.log"
+        with err_path.open("w") as err:
+            process = subprocess.Popen(
+                [
+                    sys.executable, "-m", "queue_beanstalk", "worker", f"{tasks}:work",
+                    "--queue", tube, "--url", beanstalkd_url, "--path", str(tmp_path),
+                    "--processes", "2", "--metrics-port", str(port),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )  # fmt: skip
+
+        def handled() -> float | None:
+            try:
+                counts = [
+                    _value(_scrape(f"http://127.0.0.1:{p}/metrics"),
+                           "queue_beanstalk_handler_seconds_count", queue=tube)
+                    for p in (port, port + 1)
+                ]  # fmt: skip
+            except urllib.error.URLError:
+                return None  # one is not listening yet
+            return sum(count or 0 for count in counts)
+
+        try:
+            eventually(lambda: handled() == 20)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(15) == cli.EXIT_OK, err_path.read_text()
+        finally:
+            process.kill()
+            # Only this test's processes: each worker process the parent logged.
+            for pid in re.findall(r"started: pid (\d+)", err_path.read_text()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+    log = err_path.read_text()
+    assert f"metrics at http://127.0.0.1:{port}/metrics" in log
+    assert f"metrics at http://127.0.0.1:{port + 1}/metrics" in log
+
+
 def _worker(tasks: str, tmp_path: Path, *options: str) -> list[str]:
     """Return an in-process worker's command line, on memory://."""
     return [
@@ -373,7 +430,7 @@ def test_a_metrics_port_in_use_is_a_clear_error(
 @pytest.mark.parametrize(
     ("options", "words"),
     [
-        (["--processes", "2", "--metrics-port", "9100"], "cannot go with --processes"),
+        (["--processes", "3", "--metrics-port", "65534"], "would need ports up to 65536"),
         (["--metrics-port", "70000"], "must be at most 65535"),
         (["--metrics-port", "0"], "must be at least 1"),
     ],
