@@ -30,11 +30,14 @@ demo: $(VENV)/.installed
 	@$(MAKE) --no-print-directory beanstalkd || echo "demo: could not install beanstalkd; the demo will use memory://"
 	$(BIN)/queue-beanstalk demo
 
-# Benchmarks against raw greenstalk on a beanstalkd of its own, both CPU placements
-# (a few minutes); writes BENCHMARKS.md. `$(BIN)/python -m bench --quick` is a smoke run.
+# Benchmarks against raw greenstalk on a beanstalkd of its own, both CPU placements,
+# and against RQ, dramatiq and Celery on a Redis of the bench's own (installed here,
+# never by `make test`); about ten minutes; writes BENCHMARKS.md.
+# `$(BIN)/python -m bench --quick` is a smoke run; `--only handler` runs one section.
 .PHONY: bench
 bench: $(VENV)/.installed beanstalkd
-	$(BIN)/python -m bench --placement both --output BENCHMARKS.md
+	bash bench/peers_setup.sh $(BIN)/python
+	$(BIN)/python -m bench --placement both --peers --output BENCHMARKS.md
 
 beanstalkd:
 	@command -v beanstalkd >/dev/null 2>&1 || { \

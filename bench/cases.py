@@ -1,11 +1,11 @@
-"""The comparisons: each section measures the raw baseline and the library back to back.
+"""The comparisons: each section measures the raw baselines and the library back to back.
 
-Every section runs ``sizes.rounds`` rounds; within a round the two sides run
-one after the other, in alternating order from round to round, so drift on
-the shared machine does not always favour the same side. The loops of single
-puts and gets go further: a round is cut into ``SLICES`` slices and the two
-sides take turns slice by slice, so a slow second on the machine lands on both
-sides of the ratio rather than on one.
+Every section runs ``sizes.rounds`` rounds; within a round the sides run one
+after the other, in alternating order from round to round, so drift on the
+shared machine does not always favour the same side. The loops of single puts
+and gets go further: a round is cut into ``SLICES`` slices and the sides take
+turns slice by slice, so a slow second on the machine lands on every side of a
+ratio rather than on one.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import itertools
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -42,6 +42,8 @@ class Sizes:
     :param rss_messages: messages through the handler whose RSS is watched.
     :param memory_messages: messages held by the memory backend whose RSS is watched.
     :param servers_messages: messages a fill, one server against two (see bench.servers).
+    :param peer_messages: no-op jobs a round through each peer (see bench.peers).
+    :param peer_rounds: rounds of the peers section, which runs only when asked for.
     """
 
     rounds: int
@@ -53,6 +55,8 @@ class Sizes:
     rss_messages: int
     memory_messages: int
     servers_messages: int
+    peer_messages: int
+    peer_rounds: int
 
 
 FULL = Sizes(
@@ -65,6 +69,8 @@ FULL = Sizes(
     rss_messages=200_000,
     memory_messages=100_000,
     servers_messages=20_000,
+    peer_messages=1_000,
+    peer_rounds=2,
 )
 QUICK = Sizes(
     rounds=2,
@@ -76,18 +82,24 @@ QUICK = Sizes(
     rss_messages=5_000,
     memory_messages=5_000,
     servers_messages=1_000,
+    peer_messages=200,
+    peer_rounds=1,
 )
 
 #: Latency: puts not counted while connections open, and the pause after each.
 LATENCY_WARMUP = 20
 LATENCY_PAUSE = 0.001
-#: Turns the two sides of a put or get+delete round take (see the module docstring).
+#: Turns the sides of a put or get+delete round take (see the module docstring).
 SLICES = 20
+#: Jobs a prefetching Handler worker holds, and the batch of the pipelined drain it is held to.
+PREFETCH = 32
 #: The sleeping callback of the I/O-bound case.
 SLEEP = 0.010
 #: Messages a handler takes before its RSS is first read: connections, caches, imports.
 RSS_WARMUP = 1_000
 HANDLER_CONCURRENCY = (1, 4)
+#: The sides of a put or get+delete round, as their rows' keys end.
+SIDES = ("raw", "json", "queue")
 SLEEP_CONCURRENCY = (1, 4, 16)
 
 
@@ -119,15 +131,25 @@ class Bench:
         self._messages = messages(max(sizes.messages, sizes.handler_messages))
         self._bodies = bodies(max(sizes.messages, sizes.handler_messages))
 
-    def run(self, *, memory: bool, more: Sequence[Callable[[], None]] = ()) -> Results:
+    def run(
+        self,
+        *,
+        memory: bool,
+        more: Sequence[Callable[[], None]] = (),
+        only: Collection[str] | None = None,
+    ) -> Results:
         """Run every section, then ``more``, then the RSS one when ``memory``.
 
         The library may be mid-change while the benchmark runs: whatever a section
         raises is printed and noted in its rows, and the other sections go on.
+
+        :param only: names of the sections (their methods' names) to run; all when None.
         """
         sections = [self.put_get, self.handler, self.batch_put, self.latency, self.sleeping, *more]
         if memory:
             sections.append(self.memory)
+        if only is not None:
+            sections = [section for section in sections if section.__name__ in only]
         for section in sections:
             started = time.monotonic()
             try:
@@ -181,46 +203,61 @@ class Bench:
             step()
 
     def side_by_side(
-        self,
-        round_number: int,
-        count: int,
-        baseline: Callable[[int, int], float],
-        library: Callable[[int, int], float],
-    ) -> tuple[float, float]:
-        """Run both sides over items ``0..count`` in turns; return each side's items/s.
+        self, round_number: int, count: int, *sides: Callable[[int, int], float]
+    ) -> list[float]:
+        """Run the sides over items ``0..count`` in turns; return each side's items/s.
 
         Each side is called with a slice's first and last (excluded) item
         indexes and returns the seconds it took; the side that goes first
-        changes from slice to slice and from round to round.
+        moves on by one from slice to slice and from round to round.
         """
-        seconds = [0.0, 0.0]
-        steps = (baseline, library)
+        seconds = [0.0] * len(sides)
         bounds = [count * part // SLICES for part in range(SLICES + 1)]
         for part in range(SLICES):
             first, last = bounds[part], bounds[part + 1]
-            order = (0, 1) if (round_number + part) % 2 == 0 else (1, 0)
-            for side in order:
-                seconds[side] += steps[side](first, last)
-        return count / seconds[0], count / seconds[1]
+            turn = (round_number + part) % len(sides)
+            for side in [*range(turn, len(sides)), *range(turn)]:
+                seconds[side] += sides[side](first, last)
+        return [count / spent for spent in seconds]
 
     # Sections
 
     def put_get(self) -> None:
-        """put and get+delete: raw greenstalk loops against Queue, on beanstalkd and memory://."""
+        """put and get+delete: raw greenstalk, greenstalk with JSON, Queue; and memory://."""
         count = self.sizes.messages
         section = f"put, then get+delete, one at a time ({count:,} messages a round)"
         rows = self.results
         rows.row("put.raw", section, "put: raw greenstalk put loop", "msg/s", short="raw")
-        rows.row("put.queue", section, "put: Queue.put", "msg/s", baselines=("put.raw",))
+        rows.row(
+            "put.json",
+            section,
+            "put: greenstalk, json.dumps each message",
+            "msg/s",
+            short="greenstalk+json",
+        )
+        rows.row("put.queue", section, "put: Queue.put", "msg/s", baselines=("put.raw", "put.json"))
         rows.row("put.memory", section, "put: Queue.put, memory://", "msg/s")
         rows.row("get.raw", section, "get+delete: raw reserve(0)+delete", "msg/s", short="raw")
         rows.row(
-            "get.queue", section, "get+delete: Queue.get(0)+delete", "msg/s", baselines=("get.raw",)
+            "get.json",
+            section,
+            "get+delete: greenstalk reserve(0), json.loads, delete",
+            "msg/s",
+            short="greenstalk+json",
+        )
+        rows.row(
+            "get.queue",
+            section,
+            "get+delete: Queue.get(0)+delete",
+            "msg/s",
+            baselines=("get.raw", "get.json"),
         )
         rows.row("get.memory", section, "get+delete: Queue.get(0)+delete, memory://", "msg/s")
         bodies, msgs = self._bodies[:count], self._messages[:count]
-        raw_tube, queue_tube = self.tube("put-raw"), self.tube("put-queue")
+        calls = [(message.action, list(message.args)) for message in msgs]
+        raw_tube, json_tube, queue_tube = (self.tube(f"put-{side}") for side in SIDES)
         conn = raw.client(self.address, raw_tube)
+        json_conn = raw.json_client(self.address, json_tube)
         with self.factory() as queues, self.factory("memory://") as memory:
             queue, memory_queue = queues.get(queue_tube), memory.get("bench")
             # Open the connections and read the server's max-job-size before timing.
@@ -228,35 +265,43 @@ class Bench:
                 warm.put(msgs[0])
                 warm.delete(warm.get(0))
             for number in range(self.sizes.rounds):
-                raw_rate, queue_rate = self.side_by_side(
+                rates = self.side_by_side(
                     number,
                     count,
                     lambda first, last: raw.put_loop(conn, bodies[first:last])[0],
+                    lambda first, last: raw.json_put_loop(json_conn, calls[first:last]),
                     lambda first, last: library.queue_put_loop(queue, msgs[first:last]),
                 )
-                rows.add("put.raw", raw_rate)
-                rows.add("put.queue", queue_rate)
-                raw_rate, queue_rate = self.side_by_side(
+                for side, rate in zip(SIDES, rates, strict=True):
+                    rows.add(f"put.{side}", rate)
+                rates = self.side_by_side(
                     number,
                     count,
                     lambda first, last: raw.reserve_delete_loop(conn, last - first),
+                    lambda first, last: raw.json_get_delete_loop(json_conn, last - first),
                     lambda first, last: library.queue_get_delete_loop(queue, last - first),
                 )
-                rows.add("get.raw", raw_rate)
-                rows.add("get.queue", queue_rate)
+                for side, rate in zip(SIDES, rates, strict=True):
+                    rows.add(f"get.{side}", rate)
                 rows.add("put.memory", count / library.queue_put_loop(memory_queue, msgs))
                 rows.add("get.memory", count / library.queue_get_delete_loop(memory_queue, count))
         conn.close()
-        self.check_empty(raw_tube)
-        self.check_empty(queue_tube)
+        json_conn.close()
+        for tube in (raw_tube, json_tube, queue_tube):
+            self.check_empty(tube)
 
     def handler(self) -> None:
-        """Handler with a no-op function against raw reserve/delete loops, at 1 and 4 workers."""
+        """Handler with a no-op function against raw reserve/delete loops, at 1 and 4 workers.
+
+        At one worker, also a Handler that prefetches ``PREFETCH`` jobs, held to
+        a pipelined socket that reserves as many a round trip (the ceiling).
+        """
         count = self.sizes.handler_messages
         section = f"handler, no-op function, waiting messages ({count:,} a round)"
+        rows = self.results
         for concurrency in HANDLER_CONCURRENCY:
             raw_key, handler_key = f"handler{concurrency}.raw", f"handler{concurrency}.queue"
-            self.results.row(
+            rows.row(
                 raw_key,
                 section,
                 f"c={concurrency}: raw reserve(0)+delete loop"
@@ -264,21 +309,47 @@ class Bench:
                 "msg/s",
                 short="raw",
             )
-            self.results.row(
+            if concurrency == 1:
+                rows.row(
+                    "handler1.pipelined",
+                    section,
+                    f"c=1: raw pipelined socket, {PREFETCH} reserve-with-timeout 0 a write",
+                    "msg/s",
+                    short="pipelined",
+                )
+            rows.row(
                 handler_key,
                 section,
                 f"c={concurrency}: Handler, concurrency={concurrency}",
                 "msg/s",
                 baselines=(raw_key,),
             )
+            if concurrency == 1:
+                rows.row(
+                    "handler1.prefetch",
+                    section,
+                    f"c=1: Handler, concurrency=1, prefetch={PREFETCH}",
+                    "msg/s",
+                    baselines=("handler1.raw", "handler1.pipelined"),
+                )
         with self.factory() as queues:
+            steps: dict[int, list[Callable[[], None]]] = {
+                concurrency: [
+                    functools.partial(self._raw_drain, count, concurrency),
+                    functools.partial(self._handler_drain, queues, count, concurrency),
+                ]
+                for concurrency in HANDLER_CONCURRENCY
+            }
+            steps[1].insert(1, functools.partial(self._pipelined_drain, count))
+            if library.prefetch_available(queues):
+                steps[1].append(functools.partial(self._handler_drain, queues, count, 1, PREFETCH))
+            else:
+                rows.rows[
+                    "handler1.prefetch"
+                ].note = "prefetch not available (QueueFactory.handler takes no prefetch)"
             for number in range(self.sizes.rounds):
                 for concurrency in HANDLER_CONCURRENCY:
-                    self.alternate(
-                        number,
-                        functools.partial(self._raw_drain, count, concurrency),
-                        functools.partial(self._handler_drain, queues, count, concurrency),
-                    )
+                    self.alternate(number, *steps[concurrency])
 
     def _raw_drain(self, count: int, concurrency: int) -> None:
         tube = self.tube("drain-raw")
@@ -288,12 +359,27 @@ class Bench:
             raise RuntimeError(f"the raw loop deleted {done} jobs, not {count}")
         self.results.add(f"handler{concurrency}.raw", count / seconds)
 
-    def _handler_drain(self, queues: QueueFactory, count: int, concurrency: int) -> None:
+    def _pipelined_drain(self, count: int) -> None:
+        tube = self.tube("drain-pipelined")
+        self.prefill(tube, count)
+        with raw.Pipeline(self.address, tube) as pipe:
+            seconds, done = pipe.drain(PREFETCH)
+        if done != count:
+            raise RuntimeError(f"the pipelined socket deleted {done} jobs, not {count}")
+        self.check_empty(tube)
+        self.results.add("handler1.pipelined", count / seconds)
+
+    def _handler_drain(
+        self, queues: QueueFactory, count: int, concurrency: int, prefetch: int = 1
+    ) -> None:
         tube = self.tube("drain-handler")
         self.prefill(tube, count)
-        seconds = library.handler_run(queues, tube, count, concurrency=concurrency)
+        seconds = library.handler_run(
+            queues, tube, count, concurrency=concurrency, prefetch=prefetch
+        )
         self.check_empty(tube)
-        self.results.add(f"handler{concurrency}.queue", count / seconds)
+        key = "prefetch" if prefetch > 1 else "queue"
+        self.results.add(f"handler{concurrency}.{key}", count / seconds)
 
     def batch_put(self) -> None:
         """put_many against the raw put loop and a pipelined socket (the ceiling)."""

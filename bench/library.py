@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from queue_beanstalk import Message, Queue, QueueFactory
 
@@ -13,6 +15,7 @@ __all__ = [
     "PutMany",
     "handler_latency",
     "handler_run",
+    "prefetch_available",
     "put_many_batches",
     "put_many_of",
     "queue_get_delete_loop",
@@ -81,14 +84,28 @@ def put_many_batches(
     return time.perf_counter() - start, ids
 
 
+def prefetch_available(queues: QueueFactory) -> bool:
+    """Whether ``queues.handler`` takes ``prefetch`` (issue 15; older versions do not)."""
+    return "prefetch" in inspect.signature(queues.handler).parameters
+
+
 def handler_run(
-    queues: QueueFactory, tube: str, count: int, *, concurrency: int, sleep: float = 0.0
+    queues: QueueFactory,
+    tube: str,
+    count: int,
+    *,
+    concurrency: int,
+    sleep: float = 0.0,
+    prefetch: int = 1,
 ) -> float:
     """Handle ``count`` waiting messages with a Handler; return seconds from start() to the last.
 
     The function does nothing (or sleeps ``sleep`` seconds) and counts. The end
     is the start of the last call: its delete, one round trip later, is not
     counted, and the tube is checked to be empty by the caller.
+
+    :param prefetch: jobs each worker reserves at a time; 1 is passed as no
+        keyword at all, so that versions without ``prefetch`` run too.
     """
     countdown = Countdown(count)
 
@@ -97,7 +114,8 @@ def handler_run(
             time.sleep(sleep)
         countdown.tick()
 
-    handler = queues.handler(handle, tube, concurrency=concurrency)
+    options: dict[str, Any] = {} if prefetch == 1 else {"prefetch": prefetch}
+    handler = queues.handler(handle, tube, concurrency=concurrency, **options)
     start = time.perf_counter()
     handler.start()
     try:

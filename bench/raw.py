@@ -2,11 +2,15 @@
 
 greenstalk is used the plainest way (``encoding=None``, one command, one reply);
 :class:`Pipeline` writes many commands at once and reads the replies after, the
-ceiling for any client that waits for each reply in turn.
+ceiling for any client that waits for each reply in turn. The ``json_*`` loops
+are what a greenstalk user writes to send the same messages as the library:
+the client's default UTF-8 text, a ``json.dumps`` per put and a ``json.loads``
+per get.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -20,6 +24,9 @@ __all__ = [
     "Pipeline",
     "client",
     "drain",
+    "json_client",
+    "json_get_delete_loop",
+    "json_put_loop",
     "put_loop",
     "put_to_reserve_latency",
     "reserve_delete_loop",
@@ -53,6 +60,35 @@ def reserve_delete_loop(conn: greenstalk.Client[bytes], count: int) -> float:
     start = time.perf_counter()
     for _ in range(count):
         delete(reserve(0))
+    return time.perf_counter() - start
+
+
+def json_client(address: Address, tube: str) -> greenstalk.Client[str]:
+    """Return a greenstalk client as a user makes one: UTF-8 text bodies, ``tube`` only."""
+    return greenstalk.Client(address, use=tube, watch=tube)
+
+
+def json_put_loop(conn: greenstalk.Client[str], calls: Sequence[tuple[str, list[str]]]) -> float:
+    """Encode each ``(action, args)`` with ``json.dumps`` and put it; return the seconds taken.
+
+    The server's defaults for priority and time-to-run, as a user who names
+    neither gets them.
+    """
+    put, dumps = conn.put, json.dumps
+    start = time.perf_counter()
+    for action, args in calls:
+        put(dumps({"action": action, "args": args}))
+    return time.perf_counter() - start
+
+
+def json_get_delete_loop(conn: greenstalk.Client[str], count: int) -> float:
+    """Reserve (without waiting), ``json.loads`` and delete ``count`` jobs; return the seconds."""
+    reserve, delete, loads = conn.reserve, conn.delete, json.loads
+    start = time.perf_counter()
+    for _ in range(count):
+        job = reserve(0)
+        loads(job.body)
+        delete(job)
     return time.perf_counter() - start
 
 
@@ -143,14 +179,15 @@ class Pipeline:
     """A bare socket that sends many commands in one write, then reads every reply.
 
     :param address: the server.
-    :param tube: the tube to put into.
+    :param tube: the tube to put into (and, for :meth:`drain`, to take from).
     """
 
     def __init__(self, address: Address, tube: str) -> None:
         self._sock = socket.create_connection(address, timeout=30)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._reader = self._sock.makefile("rb")
-        self._sock.sendall(b"use %b\r\n" % tube.encode("ascii"))
+        self._tube = tube.encode("ascii")
+        self._sock.sendall(b"use %b\r\n" % self._tube)
         self._expect(1, b"USING ")
 
     def put_many(self, bodies: Sequence[bytes]) -> list[int]:
@@ -170,6 +207,40 @@ class Pipeline:
             chunk = ids[first : first + 1000]
             self._sock.sendall(b"".join(b"delete %d\r\n" % job_id for job_id in chunk))
             self._expect(len(chunk), b"DELETED")
+
+    def drain(self, batch: int) -> tuple[float, int]:
+        """Empty the tube, ``batch`` jobs a round trip; return the seconds and the jobs taken.
+
+        One write sends ``batch`` ``reserve-with-timeout 0``, the replies are
+        read, and the next write carries the deletes of the jobs just reserved
+        followed by the next ``batch`` reserves: one round trip per ``batch``
+        jobs, the ceiling for a worker that prefetches that many. The clock
+        stops when the last job has been read, as a handler's stops at the
+        start of its last call; it ends once a whole batch times out.
+        """
+        self._sock.sendall(b"watch %b\r\nignore default\r\n" % self._tube)
+        self._expect(2, b"WATCHING ")
+        readline, read = self._reader.readline, self._reader.read
+        reserves = b"reserve-with-timeout 0\r\n" * batch
+        ids: list[int] = []
+        taken = 0
+        start = last = time.perf_counter()
+        while True:
+            self._sock.sendall(b"".join(b"delete %d\r\n" % job_id for job_id in ids) + reserves)
+            self._expect(len(ids), b"DELETED")
+            ids = []
+            for _ in range(batch):
+                line = readline()
+                if line.startswith(b"RESERVED "):
+                    _, job_id, size = line.split()
+                    read(int(size) + 2)
+                    ids.append(int(job_id))
+                elif line != b"TIMED_OUT\r\n":
+                    raise RuntimeError(f"expected RESERVED or TIMED_OUT, got {line!r}")
+            if not ids:
+                return last - start, taken
+            taken += len(ids)
+            last = time.perf_counter()
 
     def close(self) -> None:
         """Close the socket."""

@@ -1,4 +1,9 @@
-"""The command line: ``python -m bench [--quick] [--placement split|same|both] [--output FILE]``."""
+"""The command line: ``python -m bench [--quick] [--placement split|same|both] [--output FILE]``.
+
+``--only SECTION ...`` runs some sections, e.g. ``--only handler`` for the
+handler figures alone; ``--peers`` adds RQ, dramatiq and Celery on a Redis of
+the benchmark's own (see :mod:`bench.peers`).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from queue_beanstalk.testing import BeanstalkdServer
 
 from . import machine, report
 from .cases import FULL, QUICK, Bench, Sizes
+from .peers import Peers
 from .placement import PLACEMENTS, Placement, pin_process
 from .servers import Server, SeveralServers
 from .stats import Results
@@ -34,16 +40,30 @@ _SIZE_OPTIONS = {
     "rss_messages": "messages through the handler whose RSS is read",
     "memory_messages": "messages held by memory:// whose RSS is read",
     "servers_messages": "messages a fill, one beanstalkd against two",
+    "peer_messages": "no-op jobs a round through each peer (with --peers)",
+    "peer_rounds": "rounds of the peers section (with --peers)",
 }
+#: The sections, by the names ``--only`` takes, in the order they run.
+SECTIONS = (
+    "put_get",
+    "handler",
+    "batch_put",
+    "latency",
+    "sleeping",
+    "several_servers",
+    "peers",
+    "memory",
+)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     """Return the parsed command line."""
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark queue_beanstalk against raw greenstalk and a pipelined socket, "
-        "on a beanstalkd of its own, and one beanstalkd against two. Figures, not tests: "
-        "exits 0 when a target is missed.",
+        description="Benchmark queue_beanstalk against raw greenstalk, greenstalk with JSON "
+        "and a pipelined socket, on a beanstalkd of its own; one beanstalkd against two; "
+        "and, with --peers, RQ, dramatiq and Celery on a Redis of its own. Figures, not "
+        "tests: exits 0 when a target is missed.",
     )
     parser.add_argument(
         "--quick", action="store_true", help="small sizes: a smoke run of a few seconds"
@@ -58,6 +78,19 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="also write the report, in Markdown, here")
     parser.add_argument(
         "--no-memory", action="store_true", help="skip the RSS measures (the longest part)"
+    )
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="also time RQ, dramatiq and Celery workers on a Redis of the benchmark's own "
+        "(first placement only; install them with bench/peers_setup.sh)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SECTIONS,
+        metavar="SECTION",
+        help="run these sections only: " + ", ".join(SECTIONS) + " (peers implies --peers)",
     )
     for field, text in _SIZE_OPTIONS.items():
         parser.add_argument(
@@ -82,10 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     load_before = machine.load_average()
     measured: list[tuple[str, Results]] = []
     versions: dict[str, str] = {}
+    only = None if args.only is None else frozenset(args.only)
+    peers = args.peers or (only is not None and "peers" in only)
     for number, placement in enumerate(placements):
         print(f"placement {placement.describe()} ...", file=sys.stderr)
         results, beanstalkd = _run_placement(
-            placement, sizes, memory=number == 0 and not args.no_memory
+            placement,
+            sizes,
+            memory=number == 0 and not args.no_memory,
+            peers=number == 0 and peers,
+            only=only,
         )
         versions.setdefault("beanstalkd", beanstalkd)
         measured.append((placement.describe(), results))
@@ -108,17 +147,31 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_OK
 
 
-def _run_placement(placement: Placement, sizes: Sizes, *, memory: bool) -> tuple[Results, str]:
-    """Start two beanstalkds, pin them and this process, run every section, stop them by PID.
+def _run_placement(
+    placement: Placement,
+    sizes: Sizes,
+    *,
+    memory: bool,
+    peers: bool,
+    only: frozenset[str] | None,
+) -> tuple[Results, str]:
+    """Start two beanstalkds, pin them and this process, run the sections, stop them by PID.
 
     Every section but the several-servers one uses the first server only; the
-    two share the placement's server CPU (in split, both on CPU 0).
+    two share the placement's server CPU (in split, both on CPU 0), as the
+    peers' Redis does.
+
+    :param peers: whether to run the peers section.
+    :param only: the names of the sections to run; all when None.
     """
     pin_process(placement.bench)
     with BeanstalkdServer() as first, BeanstalkdServer() as second:
         servers = [_pinned(started, placement) for started in (first, second)]
         bench = Bench(servers[0].host, servers[0].port, sizes)
-        results = bench.run(memory=memory, more=[SeveralServers(bench, servers).several_servers])
+        more = [SeveralServers(bench, servers).several_servers]
+        if peers:
+            more.append(Peers(bench, placement.server).peers)
+        results = bench.run(memory=memory, more=more, only=only)
         return results, machine.server_version(servers[0].host, servers[0].port)
 
 

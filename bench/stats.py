@@ -57,6 +57,8 @@ class Results:
 
     def __init__(self) -> None:
         self.rows: dict[str, Row] = {}
+        #: Section to a paragraph printed after its table (Markdown only).
+        self.notes: dict[str, str] = {}
 
     def row(
         self,
@@ -80,8 +82,8 @@ class Results:
         """Record one round's value of a declared row."""
         self.rows[key].samples.append(value)
 
-    def ratio(self, key: str, baseline: str) -> float | None:
-        """Return the median over rounds of ``key / baseline``, or None without samples.
+    def ratios(self, key: str, baseline: str) -> list[float]:
+        """Return ``key / baseline`` round by round; empty when either row is missing.
 
         Rounds pair up the two figures measured back to back, so a slow moment
         of the shared machine hits both sides of a ratio alike. Rounds whose
@@ -89,7 +91,11 @@ class Results:
         """
         row, base = self.rows.get(key), self.rows.get(baseline)
         if row is None or base is None:
-            return None
+            return []
         pairs = zip(row.samples, base.samples, strict=False)
-        ratios = [value / reference for value, reference in pairs if reference]
+        return [value / reference for value, reference in pairs if reference]
+
+    def ratio(self, key: str, baseline: str) -> float | None:
+        """Return the median over rounds of ``key / baseline`` (:meth:`ratios`), or None."""
+        ratios = self.ratios(key, baseline)
         return statistics.median(ratios) if ratios else None
