@@ -345,7 +345,7 @@ class Handler:
                     if self._burst and not stopping.is_set():
                         self._found_nothing(slot, stopping)
                     continue
-                held = keeper.hold(slot, [reserved.lease for reserved in batch])
+                held = keeper.hold(slot, batch)
                 for index, reserved in enumerate(batch):
                     if stopping.is_set():
                         # Reserved, not started, as stop() came: hand them back at
@@ -422,8 +422,7 @@ class Handler:
             self._tally.settled(reserved.tube, Outcome.BURY)
             return False  # buried and logged; nothing is lost
         lease = reserved.lease
-        kept.start()
-        started = time.perf_counter()
+        started = kept.start()
         failure: BaseException | None = None
         try:
             self._func(message)

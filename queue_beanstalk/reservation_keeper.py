@@ -10,6 +10,9 @@ has run that long, and gives the message back to the server (released, at its
 priority) so that another worker can try it. The call itself cannot be
 stopped: a Python thread cannot be killed. It runs on, its worker takes no
 other message until it returns, and what it returns is ignored.
+
+Times here are ``time.perf_counter()``, the clock the handler times its calls
+with: a callback's start is read once, for both.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
-from .backend import Backend, Lease
+from .backend import Backend, Lease, Reserved
 from .decoding import priority_of
 
 __all__ = ["KEEP_AFTER", "SCAN", "Kept", "ReservationKeeper"]
@@ -54,7 +57,7 @@ class Kept:
 
     def __init__(self, lease: Lease, reserved: float) -> None:
         self.lease = lease
-        #: When (``time.monotonic()``) the message was reserved, then when its callback started.
+        #: When (``time.perf_counter()``) the message was reserved, then when its callback started.
         self.started = reserved
         self.due = reserved + KEEP_AFTER
         self.ttr: int | None = None
@@ -67,10 +70,14 @@ class Kept:
         #: Set once the message was given back to the server: its outcome is not ours.
         self.given_back = False
 
-    def start(self) -> None:
-        """Record that the message's callback starts now."""
-        self.started = time.monotonic()
+    def start(self) -> float:
+        """Record that the message's callback starts now; return now, ``time.perf_counter()``.
+
+        The handler times the call from the same reading (one clock read, not two).
+        """
+        self.started = started = time.perf_counter()
         self.running = True
+        return started
 
 
 class ReservationKeeper:
@@ -108,14 +115,14 @@ class ReservationKeeper:
         )
         self._thread.start()
 
-    def hold(self, slot: int, leases: Iterable[Lease]) -> list[Kept]:
-        """Put the messages of ``leases``, just reserved, in worker ``slot``'s keeping.
+    def hold(self, slot: int, batch: Sequence[Reserved]) -> list[Kept]:
+        """Put the messages of ``batch``, just reserved, in worker ``slot``'s keeping.
 
         They stay kept until the worker empties its slot (``slots[slot] = ()``)
         or each is settled; a message deferred for deletion is kept until then.
         """
-        now = time.monotonic()
-        kept = [Kept(lease, now) for lease in leases]
+        now = time.perf_counter()
+        kept = [Kept(reserved.lease, now) for reserved in batch]
         self.slots[slot] = kept
         return kept
 
@@ -127,7 +134,7 @@ class ReservationKeeper:
         while not self._closed.wait(SCAN):
             if self._stopping.is_set() and not any(self.slots):
                 return  # stopped, and no callback left to keep: nothing will come
-            now = time.monotonic()
+            now = time.perf_counter()
             for held in list(self.slots):
                 for kept in held:
                     if kept.over_limit or (kept.lease.settled and not kept.deferred):
@@ -162,7 +169,7 @@ class ReservationKeeper:
             "it returns, and what it returns is ignored",
             lease.job_id,
             lease.tube,
-            time.monotonic() - kept.started,
+            time.perf_counter() - kept.started,
             self._time_limit,
         )
         try:
@@ -188,4 +195,4 @@ class ReservationKeeper:
                 logger.warning("could not keep job %d reserved: %s", kept.lease.job_id, exc)
             return
         # Touch again well before the time-to-run, restarted now, runs out.
-        kept.due = time.monotonic() + max(0.25, kept.ttr / 2 - 0.25)
+        kept.due = time.perf_counter() + max(0.25, kept.ttr / 2 - 0.25)

@@ -250,7 +250,10 @@ class BeanstalkBackend(Backend):
                 limit,
                 unanswered,
                 tube=tube,
-                may_retry=lambda: self.resends_uncertain_puts or not unanswered[0],
+                # Asked only when there is time to try again: not made otherwise.
+                may_retry=(lambda: self.resends_uncertain_puts or not unanswered[0])
+                if self._retry_for
+                else None,
             )
         except MessageTooBig as exc:
             # The server's limit is lower than was known (a restart with a lower
@@ -798,12 +801,17 @@ class _BeanstalkConsumer(Consumer):
         self.backend = self._backend = backend
         self._tubes = tuple(tubes)
         self._conn: Connection | None = None
-        # Guards _interrupted, _reserving and _connecting, so interrupt() shuts
-        # a socket only while it connects or reserves, never while the worker
-        # holds a job on it.
+        # Guards _connecting, so interrupt() shuts a socket only while it connects.
         self._state = threading.Lock()
+        # Only ever becomes True, set by interrupt() before it looks for the token.
         self._interrupted = False
-        self._reserving = False
+        # While a reserve is under way, one token, taken by whichever comes first:
+        # the worker once the reserve is over, or interrupt(), which then shuts
+        # the socket. list.pop() is atomic (one call into C), so exactly one of
+        # them takes it, without a lock on every reserve; interrupt() so never
+        # shuts a socket the worker holds jobs on. A reserve whose token
+        # interrupt() took returns nothing: what it took goes back with the socket.
+        self._reserving: list[bool] = []
         self._connecting: socket.socket | None = None
 
     def reserve(self, timeout: float) -> Reserved | None:
@@ -812,17 +820,18 @@ class _BeanstalkConsumer(Consumer):
         if conn is None or not self._start_reserving():
             return None
         backend = self._backend
+        reserved: Reserved | None = None
         try:
             with conn.lock:
-                return backend._run(conn, backend._reserve_on, conn, self._tubes, timeout)
+                reserved = backend._run(conn, backend._reserve_on, conn, self._tubes, timeout)
         except Timeout:
-            return None
+            pass
         except QueueConnectionError:
-            if self._interrupted:
-                return None
-            raise
+            if not self._interrupted:
+                raise
         finally:
-            self._stop_reserving()
+            whole = self._stop_reserving()
+        return reserved if whole else None
 
     def reserve_batch(
         self, deletes: Sequence[Lease], count: int, timeout: float
@@ -836,23 +845,23 @@ class _BeanstalkConsumer(Consumer):
                 return super().reserve_batch(deletes, count, timeout)
         backend = self._backend
         seconds = math.ceil(timeout)
-        deadline = time.monotonic() + timeout
         with conn.lock:
             lost = backend._run(conn, self._send_batch, conn, deletes, seconds, count)
             # The deletes are settled; only now may interrupt() cut the reserves short.
             if not self._start_reserving():
                 backend._pool.forget(conn)  # the only way to end the reserves just sent
                 return lost, []
+            batch: list[Reserved] = []
             try:
-                return lost, backend._run(conn, self._read_batch, conn, count, deadline, seconds)
+                batch = backend._run(conn, self._read_batch, conn, count, timeout, seconds)
             except Timeout:
-                return lost, []
+                pass
             except QueueConnectionError:
-                if self._interrupted:
-                    return lost, []
-                raise
+                if not self._interrupted:
+                    raise
             finally:
-                self._stop_reserving()
+                whole = self._stop_reserving()
+            return lost, batch if whole else []
 
     def _send_batch(
         self, conn: Connection, deletes: Sequence[Lease], seconds: int, count: int
@@ -885,24 +894,29 @@ class _BeanstalkConsumer(Consumer):
         return lost
 
     def _read_batch(
-        self, conn: Connection, count: int, deadline: float, seconds: int
+        self, conn: Connection, count: int, timeout: float, seconds: int
     ) -> list[Reserved]:
         """Read the replies to the ``count`` reserves just sent on ``conn``, held.
 
-        The first reserve waited up to ``seconds``; the others took what was
-        ready then. Every reply is read before any job is leased, so that a
-        lookup of a job's tube (several tubes) finds the stream in step.
+        The first reserve waits up to ``seconds`` (``timeout`` rounded up), from
+        now: the server has just answered the deletes sent before it. The others
+        took what was ready then. Every reply is read before any job is leased,
+        so that a lookup of a job's tube (several tubes) finds the stream in step.
 
-        :raises Timeout: when no job came by ``deadline``.
+        :raises Timeout: when no job came within ``timeout``.
         """
         wire = conn.wire
         allowance = self._backend._timeout
+        started = time.monotonic()
+        # When to give up on the first reply; on each of the others, once it is next.
+        give_up = started + seconds + allowance
         jobs: list[tuple[int, bytes]] = []
         deadline_soon = False
         for number in range(count):
+            if number:
+                give_up = time.monotonic() + allowance
             try:
-                wait = seconds if number == 0 else 0
-                jobs.append(wire.reserved(time.monotonic() + wait + allowance))
+                jobs.append(wire.reserved(give_up))
             except Refused as refused:
                 if not refused.no_job_yet:
                     # The rest of the replies are unread: the connection must go.
@@ -917,6 +931,7 @@ class _BeanstalkConsumer(Consumer):
         # Cut short by a job this connection holds, about to run out: wait as a
         # single reserve would, for one job.
         backend = self._backend
+        deadline = started + timeout
         now = backend._pause_for_deadline_soon(conn, deadline)
         if now >= deadline:
             raise Timeout(f"no message on {', '.join(self._tubes)} by the timeout")
@@ -931,13 +946,18 @@ class _BeanstalkConsumer(Consumer):
             if self._connecting is not None:
                 with contextlib.suppress(OSError):
                     self._connecting.shutdown(socket.SHUT_RDWR)
-            if self._reserving and self._conn is not None:
-                # The connection holds no job while it reserves: closing it loses
-                # nothing, and a job reserved in this very instant goes back.
-                # Marked broken first, so what fails on it now is not logged as a loss.
-                self._conn.broken = True
-                with contextlib.suppress(OSError):
-                    self._conn.sock.shutdown(socket.SHUT_RDWR)
+        try:
+            self._reserving.pop()
+        except IndexError:
+            return  # no reserve under way, or it is over
+        conn = self._conn  # the reserve's: none other opens once interrupted; close() sets None
+        if conn is not None:
+            # The connection holds no job while it reserves: closing it loses
+            # nothing, and a job reserved in this very instant goes back.
+            # Marked broken first, so what fails on it now is not logged as a loss.
+            conn.broken = True
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         """Close the consumer's connection; see :meth:`Consumer.close`."""
@@ -970,15 +990,20 @@ class _BeanstalkConsumer(Consumer):
             return True
 
     def _start_reserving(self) -> bool:
-        with self._state:
-            if self._interrupted:
-                return False
-            self._reserving = True
-            return True
+        """Put the reserving token out; False (and none out) once interrupted."""
+        self._reserving.append(True)
+        # Read after the token is out: interrupt() sets it before it looks for one.
+        if self._interrupted:
+            self._stop_reserving()
+            return False
+        return True
 
-    def _stop_reserving(self) -> None:
-        with self._state:
-            self._reserving = False
+    def _stop_reserving(self) -> bool:
+        """Take the reserving token back; False when interrupt() took it (the socket goes)."""
+        try:
+            return self._reserving.pop()
+        except IndexError:
+            return False
 
 
 class _PutMany:

@@ -161,9 +161,14 @@ class Wire:
         :raises ProtocolError: for anything else, or a body over the limit.
         :raises ConnectionError: at the end of the stream.
         """
-        self.wait(deadline)
-        job_id, size = protocol_reserved(self._line())
-        return job_id, self.body(size)
+        replies = self._replies
+        if not replies.unread:  # pipelined, the reply may be here already
+            self.wait(deadline)
+        job = replies.job(self.limit.size)
+        if job is None:  # read line by line, the usual checks raising what they find
+            job_id, size = protocol_reserved(self._line())
+            job = job_id, self.body(size)
+        return job
 
     def found(self) -> tuple[int, bytes]:
         """Read a peek's reply: the job's id and body (``NOT_FOUND`` is Refused).

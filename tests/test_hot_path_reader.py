@@ -1,0 +1,158 @@
+"""The hot path's shortcuts: a RESERVED reply read in one call, a batch's commands in one format.
+
+Each reads or writes exactly what the general path does.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from queue_beanstalk.backends import protocol
+from queue_beanstalk.backends.connections import set_timeouts
+from queue_beanstalk.backends.protocol import ProtocolError, Refused, ReplyReader
+from queue_beanstalk.backends.wire import BodyLimit, Wire
+
+
+def _reserved(job_id: int, body: bytes) -> bytes:
+    return b"RESERVED %d %d\r\n%b\r\n" % (job_id, len(body), body)
+
+
+def _slow(reader: ReplyReader) -> tuple[int, bytes] | None:
+    """Read a reserve's reply the general way: its line, then its block."""
+    line = reader.line()
+    if line is None:
+        return None
+    job_id, size = protocol.reserved(line)
+    block = reader.block(size)
+    assert block is not None
+    return job_id, block
+
+
+def test_a_whole_reserved_reply_is_read_in_one_call() -> None:
+    reader = ReplyReader()
+    reader.feed(_reserved(7, b"abc") + _reserved(8, b"") + b"DELETED\r\n")
+    assert reader.job(100) == (7, b"abc")
+    assert reader.job(100) == (8, b"")
+    assert reader.job(100) is None  # not a RESERVED reply: left for line()
+    assert reader.line() == b"DELETED"
+    assert reader.unread == 0
+
+
+def test_the_last_reply_read_leaves_no_body_behind() -> None:
+    reader = ReplyReader()
+    reader.feed(_reserved(7, b"x" * 1000))
+    assert reader.job(2000) == (7, b"x" * 1000)
+    assert reader._data == b""  # an idle connection keeps no body
+    assert reader.unread == 0
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"RESERVED 7 3\r\nab",  # the block is not all here
+        b"RESERVED 7 3",  # nor the line
+        b"RESERVED 7 3\r\nabcXY",  # a block without its CRLF
+        b"RESERVED 7 300\r\n" + b"x" * 300 + b"\r\n",  # over the limit
+        b"RESERVED 7 -3\r\nabc\r\n",
+        b"RESERVED  7 3\r\nabc\r\n",
+        b"RESERVED 7 3 4\r\nabc\r\n",
+        b"RESERVED %b 3\r\nabc\r\n" % (b"9" * 21),
+        b"TIMED_OUT\r\n",
+        b"DEADLINE_SOON\r\n",
+        b"FOUND 7 3\r\nabc\r\n",
+        b"",
+    ],
+)
+def test_anything_else_is_left_unread_for_the_general_path(data: bytes) -> None:
+    reader = ReplyReader()
+    reader.feed(data)
+    assert reader.job(100) is None
+    assert reader.unread == len(data)
+
+
+def test_a_reply_in_pieces_is_left_to_the_general_path() -> None:
+    reader = ReplyReader()
+    reply = _reserved(7, b"abc")
+    reader.feed(reply[:5])
+    reader.feed(reply[5:])
+    assert reader.job(100) is None
+    assert _slow(reader) == (7, b"abc")
+
+
+replies = st.lists(
+    st.one_of(
+        st.builds(_reserved, st.integers(0, 2**64 - 1), st.binary(max_size=40)),
+        st.sampled_from([b"TIMED_OUT\r\n", b"DELETED\r\n", b"RESERVED 1 2\r\nabXY"]),
+    ),
+    max_size=6,
+)
+
+
+@given(parts=replies, cuts=st.lists(st.integers(0, 400), max_size=8), limit=st.integers(0, 50))
+@settings(max_examples=300, deadline=None)
+def test_the_shortcut_reads_what_the_general_path_reads(
+    parts: list[bytes], cuts: list[int], limit: int
+) -> None:
+    data = b"".join(parts)
+    bounds = sorted({0, len(data), *(cut for cut in cuts if cut <= len(data))})
+
+    def read(shortcut: bool) -> list[object]:
+        reader = ReplyReader()
+        for start, end in itertools.pairwise(bounds):
+            reader.feed(data[start:end])
+        got: list[object] = []
+        try:
+            while reader.unread:
+                job = reader.job(limit) if shortcut else None
+                if job is None:
+                    line = reader.line()
+                    if line is None:
+                        break
+                    job_id, size = protocol.reserved(line)
+                    if size > limit:
+                        raise ProtocolError("over the limit")  # as Wire.body refuses it
+                    got.append((job_id, reader.block(size)))
+                else:
+                    got.append(job)
+        except (Refused, ProtocolError) as exc:
+            got.append(type(exc))
+        got.append(reader.unread)
+        return got
+
+    assert read(shortcut=True) == read(shortcut=False)
+
+
+def test_a_wire_reads_a_pipelined_reserved_reply_without_waiting() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        set_timeouts(ours, 1.0)
+        wire = Wire(ours, 1.0, BodyLimit(100))
+        theirs.sendall(b"DELETED\r\n" + _reserved(3, b"hi") + _reserved(4, b"yo"))
+        wire.reply(b"DELETED", 0)
+        assert wire.reserved(0.0) == (3, b"hi")  # here already: the deadline is not needed
+        assert wire.reserved(0.0) == (4, b"yo")
+
+
+@pytest.mark.parametrize(
+    ("job_ids", "seconds", "count", "expected"),
+    [
+        ([], 5, 1, b"reserve-with-timeout 5\r\n"),
+        ([7], 5, 1, b"delete 7\r\nreserve-with-timeout 5\r\n"),
+        (
+            [7, 12345678901234567890],
+            0,
+            3,
+            b"delete 7\r\ndelete 12345678901234567890\r\nreserve-with-timeout 0\r\n"
+            b"reserve-with-timeout 0\r\nreserve-with-timeout 0\r\n",
+        ),
+    ],
+)
+def test_a_batch_is_its_deletes_then_its_reserves(
+    job_ids: list[int], seconds: int, count: int, expected: bytes
+) -> None:
+    assert protocol.delete_then_reserve_batch(job_ids, seconds, count) == expected
