@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 from urllib.parse import SplitResult
 
+from .checks import check_count
 from .errors import NotFound, PutManyError, QueueError
 
 __all__ = ["Backend", "Consumer", "JobRef", "JobStats", "Lease", "Reserved", "TubeStats"]
@@ -70,6 +71,16 @@ class Lease:
     def ref(self) -> JobRef:
         """The reserved job."""
         return JobRef(self.job_id, self.server)
+
+    @property
+    def lost(self) -> bool:
+        """Whether the reservation is known to be gone (its connection ended), without asking.
+
+        False means not known to be gone: a time-to-run that ran out is found
+        only when the job is settled. A handler checks this before it starts a
+        prefetched message. Backends whose reservations can end so override it.
+        """
+        return False
 
     def __repr__(self) -> str:
         return (
@@ -148,8 +159,8 @@ class Consumer(ABC):
     A handler gives each worker thread a consumer, so a worker's blocked reserve
     never waits on another's, and :meth:`interrupt` can end it at once. Jobs it
     reserves are settled through the backend (``backend.delete(lease)``, ...).
-    :meth:`reserve` is for the one thread that owns the consumer; :meth:`interrupt`
-    and :meth:`close` may be called from any thread.
+    :meth:`reserve` and :meth:`reserve_batch` are for the one thread that owns
+    the consumer; :meth:`interrupt` and :meth:`close` may be called from any thread.
     """
 
     #: The backend whose jobs this consumer reserves.
@@ -185,14 +196,16 @@ class Consumer(ABC):
         jobs ready at once, so a batch never waits to be filled. Backends that
         can send all of it in one write (beanstalkd) save a round trip per job.
         The leases in ``deletes`` must have been reserved through this consumer,
-        and claimed.
+        and claimed. For the thread that owns the consumer, as :meth:`reserve`.
 
         :returns: the leases whose delete found no job (their reservation was
             lost, and the server hands them out again), and the jobs reserved,
             none when the timeout passed or the consumer was interrupted.
         :raises QueueConnectionError: as :meth:`reserve`; a delete not yet
             answered is then lost with the connection, and its job handed out again.
+        :raises ValueError: when ``count`` is below 1.
         """
+        check_count(count, "count", 1)
         lost = self._delete_each(deletes)
         first = self.reserve(timeout)
         if first is None:

@@ -353,6 +353,12 @@ class Handler:
                         # the reserve closed the connection, which already did.)
                         self._give_back(batch[index:])
                         break
+                    if index and reserved.lease.lost:
+                        # The batch's connection ended while the calls before ran:
+                        # the server hands the rest out again; running them here
+                        # too would run each twice.
+                        self._let_go(batch[index:])
+                        break
                     try:
                         if self._handle(reserved, held[index]):
                             done.append(reserved.lease)
@@ -395,6 +401,17 @@ class Handler:
                 "handler worker stopping: released %d prefetched message(s) not started",
                 len(unstarted),
             )
+
+    @staticmethod
+    def _let_go(unstarted: Sequence[Reserved]) -> None:
+        """Drop reserved messages not started whose reservations are gone; log it once."""
+        for reserved in unstarted:
+            reserved.lease.claim()  # nothing is left to settle
+        logger.warning(
+            "handler worker: the connection holding %d prefetched message(s) not started "
+            "ended; the server hands them out again",
+            len(unstarted),
+        )
 
     def _found_nothing(self, slot: int, stopping: threading.Event) -> None:
         """Burst: stop the handler if no other worker is busy, else wait, to poll again."""

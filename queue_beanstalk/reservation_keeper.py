@@ -1,9 +1,11 @@
-"""The reservation keeper: touches the messages of callbacks running past their time-to-run.
+"""The reservation keeper: touches the messages workers hold past their time-to-run.
 
-A callback may run longer than its message's time-to-run; without a touch the
-server would hand the message to another worker meanwhile. Each handler has
-one keeper, which outlives its workers so that the callbacks still running
-when ``stop()`` came stay reserved to the end.
+A worker holds a message from its reserve until it is settled: a callback may
+run longer than its message's time-to-run; a prefetched message waits for the
+calls before it; a handled one waits for its delete to go out with the next
+reserve. Without a touch the server would hand the message to another worker
+meanwhile. Each handler has one keeper, which outlives its workers so that the
+callbacks still running when ``stop()`` came stay reserved to the end.
 
 With a time limit, the keeper stops keeping a callback's message once the call
 has run that long, and gives the message back to the server (released, at its
@@ -22,17 +24,20 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from .backend import Backend, Lease, Reserved
 from .decoding import priority_of
 
 __all__ = ["KEEP_AFTER", "SCAN", "Kept", "ReservationKeeper"]
 
+T = TypeVar("T")
+
 logger = logging.getLogger("queue_beanstalk")
 
-# A callback running this long gets its message's time-to-run looked up and kept.
+# A message held this long gets its time-to-run looked up and kept, in seconds.
 KEEP_AFTER = 0.5
-# How often the keeper looks at the running callbacks, in seconds.
+# How often the keeper looks at the messages held, in seconds.
 SCAN = 0.1
 
 
@@ -89,9 +94,10 @@ class ReservationKeeper:
     message held KEEP_AFTER seconds (waiting its turn, in its callback, or
     handled and waiting for its delete to go out) has its time-to-run looked
     up once (``stats-job``) and is touched well before it runs out, again and
-    again until it is settled. Each touch runs in a short thread of its own,
-    so one slow reply (up to the backend's timeout) never delays the touches
-    of other messages past their time-to-run.
+    again until it is settled. The touches due for one worker's messages run
+    in a short thread of their own, one after the other, as they would on
+    that worker's connection anyway; so one slow reply (up to the backend's
+    timeout) never delays the touches of other workers' messages.
     """
 
     def __init__(
@@ -136,6 +142,7 @@ class ReservationKeeper:
                 return  # stopped, and no callback left to keep: nothing will come
             now = time.perf_counter()
             for held in list(self.slots):
+                due = []
                 for kept in held:
                     if kept.over_limit or (kept.lease.settled and not kept.deferred):
                         continue
@@ -145,16 +152,20 @@ class ReservationKeeper:
                         self._start(self._give_back, kept)
                     elif kept.due <= now:
                         kept.due = math.inf  # until this touch is done: never two at once
-                        self._start(self._touch, kept)
+                        due.append(kept)
+                if due:
+                    # One thread for a worker's messages: they share its connection,
+                    # on which touches go one at a time anyway.
+                    self._start(self._touch_each, due)
 
-    def _start(self, action: Callable[[Kept], None], kept: Kept) -> None:
-        """Run ``action(kept)`` in a short thread of its own."""
+    def _start(self, action: Callable[[T], None], argument: T) -> None:
+        """Run ``action(argument)`` in a short thread of its own."""
         try:
             threading.Thread(
-                target=action, args=(kept,), name="queue-beanstalk-keeper-task", daemon=True
+                target=action, args=(argument,), name="queue-beanstalk-keeper-task", daemon=True
             ).start()
         except RuntimeError:  # no thread to be had: here, late rather than never
-            action(kept)
+            action(argument)
 
     def _give_back(self, kept: Kept) -> None:
         """Release the message of a call past its time limit, for another worker to try."""
@@ -182,6 +193,10 @@ class ReservationKeeper:
                 lease.job_id,
                 exc,
             )
+
+    def _touch_each(self, due: list[Kept]) -> None:
+        for kept in due:
+            self._touch(kept)
 
     def _touch(self, kept: Kept) -> None:
         try:

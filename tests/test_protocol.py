@@ -33,11 +33,6 @@ def test_the_core_does_no_io() -> None:
         (protocol.put(b"a\r\nb", 1, 2, 3), b"put 1 2 3 4\r\na\r\nb\r\n", b"INSERTED"),
         (protocol.reserve(5), b"reserve-with-timeout 5\r\n", b"RESERVED"),
         (protocol.delete(7), b"delete 7\r\n", b"DELETED"),
-        (
-            protocol.delete_then_reserve(7, 5),
-            b"delete 7\r\nreserve-with-timeout 5\r\n",
-            b"DELETED",
-        ),
         (protocol.release(7, 10, 2), b"release 7 10 2\r\n", b"RELEASED"),
         (protocol.bury(7, 10), b"bury 7 10\r\n", b"BURIED"),
         (protocol.touch(7), b"touch 7\r\n", b"TOUCHED"),

@@ -127,6 +127,25 @@ class _BeanstalkLease(Lease):
         #: The backend that reserved it: a lease of another factory is refused.
         self.backend = backend
 
+    @property
+    def lost(self) -> bool:
+        """Whether the connection that reserved the job is known broken, or ended by the server.
+
+        Between commands beanstalkd sends nothing, so input waiting on an idle
+        connection is its end (or garbage): the server has let the job go.
+        Looked at only when the connection is idle (its lock free), without
+        waiting; a connection in use answers False.
+        """
+        conn = self.connection
+        if conn.broken:
+            return True
+        if not conn.lock.acquire(False):
+            return False
+        try:
+            return conn.wire.stray(True)
+        finally:
+            conn.lock.release()
+
 
 class BeanstalkBackend(Backend):
     """Jobs on a beanstalkd server; thread-safe; connects on first use.
@@ -544,10 +563,12 @@ class BeanstalkBackend(Backend):
         # Two arguments rather than *command: a starred call is CPython's slow kind.
         data, expected = command
         # A touch may find the connection busy with the next reserve once the job
-        # was settled; it gives up then rather than wait out that reserve.
+        # was settled there; it gives up then rather than wait out that reserve.
+        # (A job claimed but not yet settled there, as a handled message whose
+        # delete waits for the next reserve, is still held: its touch waits.)
         if not conn.lock.acquire(False):  # without blocking (a keyword makes the call slower)
             while not conn.lock.acquire(timeout=0.05):
-                if not ends and lease.settled:
+                if not ends and not conn.holds(lease):
                     raise NotFound(f"job {lease.job_id} was settled")
                 if conn.broken:
                     raise _lost(lease)
@@ -685,33 +706,38 @@ class BeanstalkBackend(Backend):
         while True:
             try:
                 job_id, body = conn.wire.reserved(time.monotonic() + seconds + self._timeout)
-                return self._lease_reserved(conn, tubes, job_id, body)
             except Refused as refused:
                 if not refused.no_job_yet:
                     raise
-                now = time.monotonic()
-                if refused.deadline_soon:
-                    now = self._pause_for_deadline_soon(conn, deadline)
-                if now >= deadline:
-                    raise Timeout(f"no message on {', '.join(tubes)} by the timeout") from None
-                seconds = math.ceil(deadline - now)
-            conn.wire.send(protocol.reserve(seconds)[0])
+                deadline_soon = refused.deadline_soon
+            else:
+                return self._lease_reserved(conn, tubes, job_id, body)
+            seconds = self._reserve_again(conn, tubes, deadline, deadline_soon)
 
-    def _pause_for_deadline_soon(self, conn: Connection, deadline: float) -> float:
-        """Wait a little after DEADLINE_SOON, with ``conn.lock`` let go; return the time then.
+    def _reserve_again(
+        self, conn: Connection, tubes: Sequence[str], deadline: float, deadline_soon: bool
+    ) -> int:
+        """Send another reserve on ``conn``, held, after one that got no job; return its seconds.
 
-        Unlocked meanwhile, so that the job about to run out can be settled (or
-        touched) on this very connection by whoever holds it.
+        After DEADLINE_SOON it first waits a little, with the connection's lock
+        let go, so that the job about to run out can be settled (or touched)
+        on this very connection by whoever holds it.
+
+        :raises Timeout: when ``deadline`` (``time.monotonic()``) has passed.
         """
         now = time.monotonic()
-        if now < deadline:
+        if deadline_soon and now < deadline:
             conn.lock.release()
             try:
                 conn.wire.readable(min(DEADLINE_SOON_PAUSE, deadline - now))
             finally:
                 conn.lock.acquire()
             now = time.monotonic()
-        return now
+        if now >= deadline:
+            raise _no_job(tubes)
+        seconds = math.ceil(deadline - now)
+        conn.wire.send(protocol.reserve(seconds)[0])
+        return seconds
 
     def _lease_reserved(
         self, conn: Connection, tubes: Sequence[str], job_id: int, body: bytes
@@ -720,6 +746,10 @@ class BeanstalkBackend(Backend):
             tube = tubes[0]
         else:  # the RESERVED reply does not say which tube the job came from
             tube = protocol.field(wire.stats(conn.wire, protocol.stats_job(job_id)), "tube")
+        return self._lease(conn, job_id, body, tube)
+
+    def _lease(self, conn: Connection, job_id: int, body: bytes, tube: str) -> Reserved:
+        """Record a job of ``tube`` reserved through ``conn``, held, and return it, leased."""
         lease = _BeanstalkLease(job_id, tube, conn, self)
         conn.hold(lease)
         return Reserved(job_id, body, tube, lease)
@@ -742,9 +772,7 @@ class BeanstalkBackend(Backend):
                 raise ProtocolError(
                     f"stats-job of reserved job {job_id} refused with {refused.status}"
                 ) from refused
-            lease = _BeanstalkLease(job_id, tube, conn, self)
-            conn.hold(lease)
-            found.append(Reserved(job_id, body, tube, lease))
+            found.append(self._lease(conn, job_id, body, tube))
         return found
 
     def _watch(self, conn: Connection, tubes: tuple[str, ...]) -> None:
@@ -837,8 +865,11 @@ class _BeanstalkConsumer(Consumer):
         self, deletes: Sequence[Lease], count: int, timeout: float
     ) -> tuple[list[Lease], list[Reserved]]:
         """Delete and reserve in one write; see :meth:`Consumer.reserve_batch`."""
+        check_count(count, "count", 1)
         conn = self._conn if deletes else self._connection()
-        if conn is None:
+        if conn is None or conn.broken:
+            # The deletes' connection is gone, and their jobs with it: the
+            # base class finds each lost, then reserves on a new connection.
             return super().reserve_batch(deletes, count, timeout) if deletes else ([], [])
         for lease in deletes:
             if not isinstance(lease, _BeanstalkLease) or lease.connection is not conn:
@@ -924,19 +955,15 @@ class _BeanstalkConsumer(Consumer):
                         f"reserve refused with {refused.status} while replies were pending"
                     ) from refused
                 deadline_soon = deadline_soon or refused.deadline_soon
+        backend = self._backend
         if jobs:
-            return self._backend._lease_batch(conn, self._tubes, jobs)
+            return backend._lease_batch(conn, self._tubes, jobs)
         if not deadline_soon:
-            raise Timeout(f"no message on {', '.join(self._tubes)} by the timeout")
+            raise _no_job(self._tubes)
         # Cut short by a job this connection holds, about to run out: wait as a
         # single reserve would, for one job.
-        backend = self._backend
         deadline = started + timeout
-        now = backend._pause_for_deadline_soon(conn, deadline)
-        if now >= deadline:
-            raise Timeout(f"no message on {', '.join(self._tubes)} by the timeout")
-        seconds = math.ceil(deadline - now)
-        wire.send(protocol.reserve(seconds)[0])
+        seconds = backend._reserve_again(conn, self._tubes, deadline, deadline_soon=True)
         return [backend._await_job(conn, self._tubes, deadline, seconds)]
 
     def interrupt(self) -> None:
@@ -1093,6 +1120,10 @@ def _uncertain(exc: QueueConnectionError) -> PutOutcomeUnknown:
         f"the put was sent but its reply never came, so it may have been stored: {exc.reason}",
         exc.address,
     )
+
+
+def _no_job(tubes: Sequence[str]) -> Timeout:
+    return Timeout(f"no message on {', '.join(tubes)} by the timeout")
 
 
 def _lost(lease: Lease, cause: QueueConnectionError | None = None) -> NotFound:

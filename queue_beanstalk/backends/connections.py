@@ -88,6 +88,14 @@ class Connection:
         """Forget a job settled (or lost) through this connection."""
         self._held.pop(id(lease), None)
 
+    def holds(self, lease: Lease) -> bool:
+        """Return whether the job of ``lease`` is reserved through this connection, not settled.
+
+        May be called without the lock (one dict lookup): the answer may then
+        be a moment old.
+        """
+        return id(lease) in self._held
+
     def holding(self) -> int:
         """Return how many reserved jobs this connection holds, forgetting dropped leases.
 

@@ -46,7 +46,7 @@ __all__ = [
     "StreamEnded",
     "bury",
     "delete",
-    "delete_then_reserve",
+    "delete_then_reserve_batch",
     "field",
     "found",
     "ignore",
@@ -388,14 +388,6 @@ def reserve(seconds: int) -> Command:
 def delete(job_id: int) -> Command:
     """Return a ``delete``."""
     return b"delete %d\r\n" % job_id, b"DELETED"
-
-
-def delete_then_reserve(job_id: int, seconds: int) -> Command:
-    """Return a ``delete`` and a ``reserve-with-timeout`` for one write, and the delete's reply.
-
-    The reserve's reply follows the delete's, as for :func:`reserve`.
-    """
-    return b"delete %d\r\nreserve-with-timeout %d\r\n" % (job_id, seconds), b"DELETED"
 
 
 def delete_then_reserve_batch(job_ids: Sequence[int], seconds: int, count: int) -> bytes:

@@ -640,9 +640,11 @@ class _ServersConsumer(Consumer):
             try:
                 lost, got = self._consumers[server.address].reserve_batch(deletes, count, 0)
             except QueueConnectionError as exc:
-                # The deletes were lost with the connection: the server hands the jobs out again.
+                # Deletes not yet answered went with the connection, and the server
+                # hands their jobs out again; which ones, the failure does not say.
+                # The server's loss is logged, not each job as lost.
                 self._backend._failed(server, exc)
-                lost, got = list(deletes), []
+                lost, got = [], []
             if got:
                 self._streak += 1
                 return lost, got
