@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 from urllib.parse import SplitResult
 
-from .checks import check_count
 from .errors import NotFound, PutManyError, QueueError
 
 __all__ = ["Backend", "Consumer", "JobRef", "JobStats", "Lease", "Reserved", "TubeStats"]
@@ -205,7 +204,8 @@ class Consumer(ABC):
             answered is then lost with the connection, and its job handed out again.
         :raises ValueError: when ``count`` is below 1.
         """
-        check_count(count, "count", 1)
+        if count < 1:  # not check_count(): this runs for every batch
+            raise ValueError(f"count must be at least 1, not {count}")
         lost = self._delete_each(deletes)
         first = self.reserve(timeout)
         if first is None:

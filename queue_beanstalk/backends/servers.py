@@ -632,6 +632,8 @@ class _ServersConsumer(Consumer):
         the server that has a job then fills the rest of the batch with what it
         has ready.
         """
+        if count < 1:
+            raise ValueError(f"count must be at least 1, not {count}")
         servers = {lease.server for lease in deletes}
         server = self._backend._by_address.get(servers.pop()) if len(servers) == 1 else None
         if server is None or self._streak >= STREAK:

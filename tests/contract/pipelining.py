@@ -151,6 +151,14 @@ class PipeliningContract(BackendCase):
         finally:
             consumer.close()
 
+    def test_reserve_batch_refuses_a_count_below_one(self, queues: QueueFactory, tube: str) -> None:
+        consumer = queues.backend.consumer([tube])
+        try:
+            with pytest.raises(ValueError, match="count must be at least 1"):
+                consumer.reserve_batch((), 0, 0)
+        finally:
+            consumer.close()
+
     def test_closing_a_consumer_gives_back_what_it_holds(
         self, queues: QueueFactory, tube: str
     ) -> None:
