@@ -8,6 +8,7 @@ time-to-run are whole seconds, priorities are within beanstalkd's bounds.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from urllib.parse import SplitResult
 from .errors import NotFound, PutManyError, QueueError
 
 __all__ = ["Backend", "Consumer", "JobRef", "JobStats", "Lease", "Reserved", "TubeStats"]
+
+logger = logging.getLogger("queue_beanstalk")
 
 #: The states a job can be peeked in.
 PEEK_STATES = ("ready", "delayed", "buried")
@@ -217,6 +220,22 @@ class Consumer(ABC):
                 break
             reserved.append(more)
         return lost, reserved
+
+    def give_back(self, leases: Sequence[Lease]) -> None:
+        """Release jobs reserved through this consumer and never started: at their priority, now.
+
+        For the thread that owns the consumer. Best effort, and quiet: a job
+        whose release fails goes back to the server when the consumer's
+        connection closes. Backends that can ask every job's priority in one
+        write, and release them all in another (beanstalkd), do. The leases
+        must have been claimed.
+        """
+        for lease in leases:
+            try:
+                priority = self.backend.stats_job(lease.ref).priority
+                self.backend.release(lease, priority=priority, delay=0)
+            except QueueError as exc:
+                logger.debug("could not give job %d back: %s", lease.job_id, exc)
 
     def _delete_each(self, leases: Sequence[Lease]) -> list[Lease]:
         """Delete each lease through the backend; return those whose job was not found."""

@@ -351,7 +351,7 @@ class Handler:
                         # Reserved, not started, as stop() came: hand them back at
                         # once, for other workers. (On beanstalkd a stop during
                         # the reserve closed the connection, which already did.)
-                        self._give_back(batch[index:])
+                        self._give_back(consumer, batch[index:])
                         break
                     if index and reserved.lease.lost:
                         # The batch's connection ended while the calls before ran:
@@ -386,16 +386,14 @@ class Handler:
             _log_lost(lease, Outcome.DELETE)
         return batch
 
-    def _give_back(self, unstarted: Sequence[Reserved]) -> None:
+    def _give_back(self, consumer: Consumer, unstarted: Sequence[Reserved]) -> None:
         """Release reserved messages whose callbacks never started, at their priority, now.
 
         They were not handled, so they count as no outcome. A release that
         fails is quiet: the server gets them back when the consumer's
         connection closes, as it does when the worker ends.
         """
-        for reserved in unstarted:
-            if reserved.lease.claim():
-                self._settle(reserved.lease, Outcome.RELEASE, quiet=True, claimed=True)
+        consumer.give_back([reserved.lease for reserved in unstarted if reserved.lease.claim()])
         if self._prefetch > 1 and unstarted:
             logger.info(
                 "handler worker stopping: released %d prefetched message(s) not started",

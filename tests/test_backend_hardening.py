@@ -168,6 +168,35 @@ def test_a_tube_lookup_refused_inside_a_batch_drops_the_connection_out_of_step(
         consumer.close()
 
 
+def test_give_back_skips_a_job_already_gone_and_stays_in_step(
+    fake_beanstalkd: StartFake,
+) -> None:
+    reserves = [Reply(JOB % 1), Reply(JOB % 2), Reply(JOB % 3)]
+    server = fake_beanstalkd(
+        {
+            b"watch": [Reply(b"WATCHING 2\r\n")],
+            b"ignore": [Reply(b"WATCHING 1\r\n")],
+            b"reserve-with-timeout": reserves,
+            b"stats-job": [
+                stats_reply(b"---\nid: 1\ntube: q\npri: 9\n"),
+                Reply(b"NOT_FOUND\r\n"),
+                stats_reply(b"---\nid: 3\ntube: q\npri: 4\n"),
+            ],
+            b"release": [Reply(b"RELEASED\r\n"), Reply(b"RELEASED\r\n")],
+        }
+    )
+    with factory(server.url, timeout=2) as queues:
+        consumer = _backend(queues).consumer(["q"])
+        _, batch = consumer.reserve_batch((), 3, 1)
+        assert [reserved.job_id for reserved in batch] == [1, 2, 3]
+        consumer.give_back([reserved.lease for reserved in batch])
+        assert server.commands.count(b"release") == 2  # not job 2's, gone already
+        conn = batch[0].lease.connection  # type: ignore[attr-defined]
+        assert not conn.broken
+        assert conn.holding() == 0
+        consumer.close()
+
+
 # watch refused part way: what the connection watches stays true.
 
 

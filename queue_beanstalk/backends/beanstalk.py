@@ -967,6 +967,46 @@ class _BeanstalkConsumer(Consumer):
         seconds = backend._reserve_again(conn, self._tubes, deadline, deadline_soon=True)
         return [backend._await_job(conn, self._tubes, deadline, seconds)]
 
+    def give_back(self, leases: Sequence[Lease]) -> None:
+        """Release in two writes, whatever their number; see :meth:`Consumer.give_back`."""
+        conn = self._conn
+        if conn is None or conn.broken:
+            return  # the connection went, and the jobs with it
+        for lease in leases:
+            if not isinstance(lease, _BeanstalkLease) or lease.connection is not conn:
+                super().give_back(leases)
+                return
+        try:
+            with conn.lock:
+                self._backend._run(conn, self._give_back_on, conn, leases)
+        except QueueError as exc:
+            logger.debug("could not give %d job(s) back: %s", len(leases), exc)
+
+    def _give_back_on(self, conn: Connection, leases: Sequence[Lease]) -> None:
+        """Ask every job's priority in one write, then release them all; ``conn`` held."""
+        asks = [protocol.stats_job(lease.job_id) for lease in leases]
+        try:
+            conn.wire.send(b"".join([data for data, _ in asks]))
+            releases = []
+            for lease, (_, expected) in zip(leases, asks, strict=True):
+                try:
+                    stats = wire.read_stats(conn.wire, expected)
+                except Refused as refused:
+                    if not refused.not_found:  # replies are still to come: the connection goes
+                        raise ProtocolError(f"stats-job refused with {refused.status}") from refused
+                    continue  # gone already: nothing to give back
+                releases.append(protocol.release(lease.job_id, protocol.job_priority(stats), 0))
+            conn.wire.send(b"".join([data for data, _ in releases]))
+            for _, expected in releases:
+                try:
+                    conn.wire.reply(expected, 0)
+                except Refused as refused:
+                    if not refused.not_found:
+                        raise ProtocolError(f"release refused with {refused.status}") from refused
+        finally:
+            for lease in leases:
+                conn.let_go(lease)
+
     def interrupt(self) -> None:
         """End a blocked reserve or connect at once; see :meth:`Consumer.interrupt`."""
         with self._state:

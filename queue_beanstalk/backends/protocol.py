@@ -50,6 +50,7 @@ __all__ = [
     "field",
     "found",
     "ignore",
+    "job_priority",
     "job_stats",
     "kick",
     "kick_job",
@@ -520,6 +521,11 @@ def field(stats: Mapping[str, str], key: str) -> str:
 
 def _count(stats: Mapping[str, str], key: str) -> int:
     return number(field(stats, key).encode("ascii", "replace"))
+
+
+def job_priority(stats: Mapping[str, str]) -> int:
+    """Return the priority (``pri``) of a ``stats-job`` reply."""
+    return _count(stats, "pri")
 
 
 def max_job_size(stats: Mapping[str, str]) -> int:

@@ -151,6 +151,30 @@ class PipeliningContract(BackendCase):
         finally:
             consumer.close()
 
+    def test_give_back_releases_each_job_at_its_own_priority(
+        self, queues: QueueFactory, tube: str
+    ) -> None:
+        queue = queues.get(tube)
+        # One put_many a priority: on several servers each batch is on one server.
+        for priority in (5, 7):
+            queue.put_many([Message("back"), Message("back")], priority=priority)
+        consumer = queues.backend.consumer([tube])
+        try:
+            lost, batch = consumer.reserve_batch((), 2, 1)
+            assert (lost, len(batch)) == ([], 2)
+            leases = [reserved.lease for reserved in batch]
+            assert all(lease.claim() for lease in leases)
+            consumer.give_back(leases)
+            for lease in leases:
+                job = queues.backend.stats_job(lease.ref)
+                assert (job.state, job.releases) == ("ready", 1)
+                assert job.priority in (5, 7)
+            assert {queues.backend.stats_job(lease.ref).priority for lease in leases} == {
+                queues.backend.stats_job(leases[0].ref).priority
+            }
+        finally:
+            consumer.close()
+
     def test_reserve_batch_refuses_a_count_below_one(self, queues: QueueFactory, tube: str) -> None:
         consumer = queues.backend.consumer([tube])
         try:
