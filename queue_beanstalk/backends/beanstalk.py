@@ -759,20 +759,16 @@ class BeanstalkBackend(Backend):
     ) -> list[Reserved]:
         """Lease jobs reserved on ``conn``, held, every reply to their reserves read."""
         if len(tubes) == 1:
-            return [self._lease_reserved(conn, tubes, job_id, body) for job_id, body in jobs]
+            tube = tubes[0]
+            return [self._lease(conn, job_id, body, tube) for job_id, body in jobs]
         # The RESERVED replies do not say which tube each job came from: ask,
         # in one write.
-        commands = [protocol.stats_job(job_id) for job_id, _ in jobs]
-        conn.wire.send(b"".join([data for data, _ in commands]))
+        each = wire.stats_of_each(conn.wire, [job_id for job_id, _ in jobs])
         found = []
-        for (job_id, body), (_, expected) in zip(jobs, commands, strict=True):
-            try:
-                tube = protocol.field(wire.read_stats(conn.wire, expected), "tube")
-            except Refused as refused:  # replies are still to come: the connection must go
-                raise ProtocolError(
-                    f"stats-job of reserved job {job_id} refused with {refused.status}"
-                ) from refused
-            found.append(self._lease(conn, job_id, body, tube))
+        for (job_id, body), stats in zip(jobs, each, strict=True):
+            if stats is None:  # reserved here, yet not found: the server is not to be trusted
+                raise ProtocolError(f"stats-job of reserved job {job_id} refused with NOT_FOUND")
+            found.append(self._lease(conn, job_id, body, protocol.field(stats, "tube")))
         return found
 
     def _watch(self, conn: Connection, tubes: tuple[str, ...]) -> None:
@@ -907,23 +903,12 @@ class _BeanstalkConsumer(Consumer):
         conn.wire.send(
             protocol.delete_then_reserve_batch([lease.job_id for lease in deletes], seconds, count)
         )
-        lost = []
         try:
-            for lease in deletes:
-                try:
-                    conn.wire.reply(b"DELETED", 0)
-                except Refused as refused:
-                    if not refused.not_found:
-                        # Replies are still to come: to anyone else the stream is
-                        # out of step, so the connection must go (its jobs go back).
-                        raise ProtocolError(
-                            f"delete refused with {refused.status} while reserves were pending"
-                        ) from refused
-                    lost.append(lease)
+            deleted = wire.found_each(conn.wire, b"DELETED", len(deletes), "delete")
         finally:
             for lease in deletes:
                 conn.let_go(lease)
-        return lost
+        return [lease for lease, found in zip(deletes, deleted, strict=True) if not found]
 
     def _read_batch(
         self, conn: Connection, count: int, timeout: float, seconds: int
@@ -984,25 +969,15 @@ class _BeanstalkConsumer(Consumer):
 
     def _give_back_on(self, conn: Connection, leases: Sequence[Lease]) -> None:
         """Ask every job's priority in one write, then release them all; ``conn`` held."""
-        asks = [protocol.stats_job(lease.job_id) for lease in leases]
         try:
-            conn.wire.send(b"".join([data for data, _ in asks]))
-            releases = []
-            for lease, (_, expected) in zip(leases, asks, strict=True):
-                try:
-                    stats = wire.read_stats(conn.wire, expected)
-                except Refused as refused:
-                    if not refused.not_found:  # replies are still to come: the connection goes
-                        raise ProtocolError(f"stats-job refused with {refused.status}") from refused
-                    continue  # gone already: nothing to give back
-                releases.append(protocol.release(lease.job_id, protocol.job_priority(stats), 0))
-            conn.wire.send(b"".join([data for data, _ in releases]))
-            for _, expected in releases:
-                try:
-                    conn.wire.reply(expected, 0)
-                except Refused as refused:
-                    if not refused.not_found:
-                        raise ProtocolError(f"release refused with {refused.status}") from refused
+            each = wire.stats_of_each(conn.wire, [lease.job_id for lease in leases])
+            releases = [
+                protocol.release(lease.job_id, protocol.job_priority(stats), 0)[0]
+                for lease, stats in zip(leases, each, strict=True)
+                if stats is not None  # gone already: nothing to give back
+            ]
+            conn.wire.send(b"".join(releases))
+            wire.found_each(conn.wire, b"RELEASED", len(releases), "release")
         finally:
             for lease in leases:
                 conn.let_go(lease)

@@ -32,10 +32,12 @@ import math
 import select
 import socket
 import time
+from collections.abc import Sequence
 
 from .protocol import (
     Command,
     ProtocolError,
+    Refused,
     ReplyReader,
     found,
     number,
@@ -43,10 +45,11 @@ from .protocol import (
     parse_stats,
     reply_number,
     reply_values,
+    stats_job,
 )
 from .protocol import reserved as protocol_reserved
 
-__all__ = ["MAX_BODY", "BodyLimit", "Wire", "listing", "stats"]
+__all__ = ["MAX_BODY", "BodyLimit", "Wire", "found_each", "listing", "stats", "stats_of_each"]
 
 # The longest single poll, in seconds: poll() takes at most 2**31 - 1 ms.
 MAX_POLL = 86_400.0
@@ -292,9 +295,51 @@ def listing(wire: Wire, command: Command) -> list[str]:
     return parse_list(_yaml(wire, command))
 
 
-def read_stats(wire: Wire, expected: bytes) -> dict[str, str]:
-    """Read the reply to a ``stats-job`` (or other stats command) already sent."""
-    return parse_stats(_read_yaml(wire, expected))
+def stats_of_each(wire: Wire, job_ids: Sequence[int]) -> list[dict[str, str] | None]:
+    """Send a ``stats-job`` for each job in one write; return each reply's mapping, in order.
+
+    None for a job the server does not have (``NOT_FOUND``).
+
+    :raises ProtocolError: for any other refusal, with replies still unread:
+        the connection is out of step and must go. Else as :func:`stats`.
+    """
+    commands = [stats_job(job_id) for job_id in job_ids]
+    wire.send(b"".join([data for data, _ in commands]))
+    found: list[dict[str, str] | None] = []
+    for _, expected in commands:
+        try:
+            found.append(parse_stats(_read_yaml(wire, expected)))
+        except Refused as refused:
+            _only_not_found(refused, "stats-job")
+            found.append(None)
+    return found
+
+
+def found_each(wire: Wire, expected: bytes, count: int, command: str) -> list[bool]:
+    """Read ``count`` one-word replies to ``command``s already sent; return which were ``expected``.
+
+    False for one answered ``NOT_FOUND`` (the job was not there).
+
+    :raises ProtocolError: for any other refusal, with replies still unread:
+        the connection is out of step and must go. Else as :meth:`Wire.reply`.
+    """
+    found = []
+    for _ in range(count):
+        try:
+            wire.reply(expected, 0)
+            found.append(True)
+        except Refused as refused:
+            _only_not_found(refused, command)
+            found.append(False)
+    return found
+
+
+def _only_not_found(refused: Refused, command: str) -> None:
+    """Return if ``refused`` is NOT_FOUND; else raise ProtocolError: later replies are unread."""
+    if not refused.not_found:
+        raise ProtocolError(
+            f"{command} refused with {refused.status} while replies were pending"
+        ) from refused
 
 
 def _yaml(wire: Wire, command: Command) -> bytes:
