@@ -504,7 +504,6 @@ class Handler:
         delay: int = 0,
         priority: int | None = None,
         *,
-        quiet: bool = False,
         claimed: bool = False,
     ) -> None:
         """Delete, release or bury a lease; a failure is logged, never raised.
@@ -515,7 +514,7 @@ class Handler:
         A released or buried message keeps its priority: beanstalkd's release and
         bury set one, so it is looked up (``stats-job``) when not given, and
         when that fails the message goes back with the factory's default
-        rather than not at all. ``quiet`` logs failures at debug level only.
+        rather than not at all.
         """
         if not claimed:
             if not lease.claim():
@@ -535,15 +534,9 @@ class Handler:
             else:
                 _unreachable(outcome)
         except NotFound:
-            _log_lost(lease, outcome, quiet)
+            _log_lost(lease, outcome)
         except Exception as exc:  # noqa: BLE001 - logged; the server keeps the job
-            logger.log(
-                logging.DEBUG if quiet else logging.WARNING,
-                "could not %s job %d: %s",
-                outcome.value,
-                lease.job_id,
-                exc,
-            )
+            logger.warning("could not %s job %d: %s", outcome.value, lease.job_id, exc)
 
 
 def _unreachable(value: NoReturn) -> NoReturn:
@@ -551,9 +544,8 @@ def _unreachable(value: NoReturn) -> NoReturn:
     raise AssertionError(f"unhandled {value!r}")
 
 
-def _log_lost(lease: Lease, outcome: Outcome, quiet: bool = False) -> None:
-    logger.log(
-        logging.DEBUG if quiet else logging.WARNING,
+def _log_lost(lease: Lease, outcome: Outcome) -> None:
+    logger.warning(
         "job %d was no longer reserved when it was to be %s; the server hands it out again",
         lease.job_id,
         outcome.done,
