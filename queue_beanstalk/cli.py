@@ -447,10 +447,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _port(value: str) -> int:
     """Return ``value`` as a TCP port to listen on, 1 to MAX_PORT."""
-    port = _whole_number(value, 1)
-    if port > MAX_PORT:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_PORT}, not {port}")
-    return port
+    return _whole_number(value, 1, MAX_PORT)
 
 
 def resolve_url(url: str | None) -> str | None:
@@ -496,10 +493,7 @@ def _positive_int(value: str) -> int:
 
 def _prefetch(value: str) -> int:
     """Return ``value`` as an int from 1 to MAX_PREFETCH."""
-    number = _whole_number(value, 1)
-    if number > MAX_PREFETCH:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_PREFETCH}, not {number}")
-    return number
+    return _whole_number(value, 1, MAX_PREFETCH)
 
 
 def _count(value: str) -> int:
@@ -507,13 +501,15 @@ def _count(value: str) -> int:
     return _whole_number(value, 0)
 
 
-def _whole_number(value: str, least: int) -> int:
+def _whole_number(value: str, least: int, most: int | None = None) -> int:
     try:
         number = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, not {value!r}") from None
     if number < least:
         raise argparse.ArgumentTypeError(f"must be at least {least}, not {number}")
+    if most is not None and number > most:
+        raise argparse.ArgumentTypeError(f"must be at most {most}, not {number}")
     return number
 
 
