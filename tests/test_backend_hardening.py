@@ -366,7 +366,7 @@ def test_an_interrupt_while_a_connection_is_checked_leaves_it_unlocked(
         queue = queues.get(tube)
         queue.put(Message("warm-up"))  # the thread now has a connection of its own
         conn = _backend(queues)._pool._affinity.conn
-        conn.checked_out_at -= 1  # no longer fresh: the next checkout polls it
+        conn.checked_at -= 1  # no longer fresh: the next checkout polls it
 
         def interrupted(self: object, poll: bool) -> bool:
             raise KeyboardInterrupt  # Ctrl-C arriving in the poll

@@ -15,6 +15,7 @@ import pytest
 
 from queue_beanstalk import Message, QueueFactory, factory
 from queue_beanstalk.backends.beanstalk import _BeanstalkLease
+from queue_beanstalk.backends.wire import Wire
 
 from .support import CuttingProxy, eventually, gone, ref
 
@@ -85,3 +86,31 @@ def test_a_touch_of_a_handled_message_waits_for_its_busy_connection(
     finally:
         consumer.close()
     assert job == reserved.job_id
+
+
+def test_a_batch_is_looked_at_for_a_cut_without_a_system_call_a_message(
+    proxy: CuttingProxy, queues: QueueFactory, tube: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queues.get(tube).put_many([Message("held", [str(n)]) for n in range(8)])
+    polls: list[float] = []
+    readable = Wire.readable
+
+    def counted(self: Wire, seconds: float) -> bool:
+        polls.append(seconds)
+        return readable(self, seconds)
+
+    monkeypatch.setattr(Wire, "readable", counted)
+    with factory(proxy.url()) as through_proxy:
+        consumer = through_proxy.backend.consumer([tube])
+        try:
+            _, batch = consumer.reserve_batch((), 8, 1)
+            assert len(batch) == 8
+            assert not any(reserved.lease.lost for reserved in batch)
+            assert len(polls) <= 1, "a poll for every message of the batch"
+            proxy.cut()
+            lease = batch[0].lease
+            assert isinstance(lease, _BeanstalkLease)
+            # Found in step a moment ago: the cut shows once that moment has passed.
+            eventually(lambda: lease.lost)
+        finally:
+            consumer.close()

@@ -134,7 +134,9 @@ class _BeanstalkLease(Lease):
         Between commands beanstalkd sends nothing, so input waiting on an idle
         connection is its end (or garbage): the server has let the job go.
         Looked at only when the connection is idle (its lock free), without
-        waiting; a connection in use answers False.
+        waiting, and without a system call when it was found in step within
+        the last millisecond (:meth:`Connection.stray_input`); a connection in
+        use answers False.
         """
         conn = self.connection
         if conn.broken:

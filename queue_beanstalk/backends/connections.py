@@ -36,9 +36,10 @@ __all__ = ["DEFAULT_TUBE", "Connection", "Pool"]
 
 DEFAULT_TUBE = "default"
 
-# A connection checked out less than this long ago (seconds) is not polled for
-# staleness: a server cannot have restarted since, and a busy producer then
-# pays no system call for the check.
+# A connection found in step less than this long ago (seconds) is not polled
+# for stray input again: a server cannot have restarted since, so a busy
+# producer, or a worker going through a prefetched batch, pays no system call
+# for the check.
 FRESH = 0.001
 # Seconds between looks for a free connection when all max_connections are in use.
 BUSY_WAIT = 0.01
@@ -58,7 +59,7 @@ class Connection:
     """
 
     __slots__ = (
-        "_held", "broken", "checked_out_at", "lent", "lock", "pooled", "sock", "used",
+        "_held", "broken", "checked_at", "lent", "lock", "pooled", "sock", "used",
         "watched", "watched_for", "wire",
     )  # fmt: skip
 
@@ -67,7 +68,8 @@ class Connection:
         self.wire = Wire(sock, timeout, limit)
         self.lock = threading.Lock()
         set_timeouts(sock, timeout)
-        self.checked_out_at = time.monotonic()
+        #: When (``time.monotonic()``) the connection was last found in step.
+        self.checked_at = time.monotonic()
         self.lent = False
         self.pooled = False
         self.used = DEFAULT_TUBE
@@ -95,6 +97,20 @@ class Connection:
         be a moment old.
         """
         return id(lease) in self._held
+
+    def stray_input(self) -> bool:
+        """Return whether input waits on the connection though no reply is due; call it held.
+
+        Between commands beanstalkd sends nothing, so such input is the end of
+        the stream (the server went away), a reset or garbage: using the
+        connection would fail or read it as a reply. The socket is polled only
+        when the connection was last found in step over FRESH seconds ago.
+        """
+        now = time.monotonic()
+        if self.wire.stray(now - self.checked_at > FRESH):
+            return True
+        self.checked_at = now
+        return False
 
     def holding(self) -> int:
         """Return how many reserved jobs this connection holds, forgetting dropped leases.
@@ -319,15 +335,13 @@ class Pool:
         """Return whether ``conn``, held, is usable; if not, close it and release it."""
         # Checked with its lock held: no settle is under way on it, so anything
         # waiting to be read is not a reply anyone expects.
-        now = time.monotonic()
         try:
-            usable = not conn.broken and not conn.wire.stray(now - conn.checked_out_at > FRESH)
+            usable = not conn.broken and not conn.stray_input()
         except BaseException:
             # Interrupted in the poll (Ctrl-C): the connection goes back, unlocked.
             self.checkin(conn)
             raise
         if usable:
-            conn.checked_out_at = now
             return True
         self.forget(conn)
         conn.lock.release()
