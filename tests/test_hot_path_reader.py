@@ -1,4 +1,6 @@
-"""The hot path's shortcuts: a RESERVED reply read in one call, a batch's commands in one format.
+"""The hot path's shortcuts: replies read in one call, a batch's commands in one format.
+
+A RESERVED reply is read in one call, and so is a run of DELETED replies.
 
 Each reads or writes exactly what the general path does.
 """
@@ -15,7 +17,7 @@ from hypothesis import strategies as st
 from queue_beanstalk.backends import protocol
 from queue_beanstalk.backends.connections import set_timeouts
 from queue_beanstalk.backends.protocol import ProtocolError, Refused, ReplyReader
-from queue_beanstalk.backends.wire import BodyLimit, Wire
+from queue_beanstalk.backends.wire import BodyLimit, Wire, found_each
 
 
 def _reserved(job_id: int, body: bytes) -> bytes:
@@ -125,6 +127,42 @@ def test_the_shortcut_reads_what_the_general_path_reads(
         return got
 
     assert read(shortcut=True) == read(shortcut=False)
+
+
+def test_replies_all_the_same_are_read_in_one_call() -> None:
+    reader = ReplyReader()
+    reader.feed(b"DELETED\r\n" * 3 + _reserved(5, b"x"))
+    assert reader.repeated(b"DELETED\r\n", 3)
+    assert reader.job(100) == (5, b"x")
+    assert reader.unread == 0
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"DELETED\r\nDELETED\r\n",  # the third has not come
+        b"DELETED\r\nNOT_FOUND\r\nDELETED\r\n",  # one is another reply
+        b"DELETED\r\nDELETED\r\nDELE",  # the third is in pieces
+    ],
+)
+def test_replies_not_all_the_same_and_here_are_left_to_read_one_at_a_time(data: bytes) -> None:
+    reader = ReplyReader()
+    reader.feed(data)
+    assert not reader.repeated(b"DELETED\r\n", 3)
+    assert reader.unread == len(data)
+    assert reader.line() == b"DELETED"
+
+
+def test_found_each_reads_a_refusal_among_pipelined_deletes() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        set_timeouts(ours, 1.0)
+        wire = Wire(ours, 1.0, BodyLimit(100))
+        theirs.sendall(b"DELETED\r\nNOT_FOUND\r\nDELETED\r\n")
+        assert found_each(wire, b"DELETED", 3, "delete") == [True, False, True]
+        theirs.sendall(b"DELETED\r\n" * 2)
+        assert found_each(wire, b"DELETED", 2, "delete") == [True, True]
+        assert found_each(wire, b"DELETED", 0, "delete") == []  # nothing due: no receive
 
 
 def test_a_wire_reads_a_pipelined_reserved_reply_without_waiting() -> None:

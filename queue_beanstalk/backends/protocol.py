@@ -279,6 +279,18 @@ class ReplyReader:
         self._read_to(end + 2)
         return int(found[1]), data[start:end]
 
+    def repeated(self, line: bytes, count: int) -> bool:
+        """Read the next ``count`` replies if each is ``line`` (CRLF included), all come whole.
+
+        The usual replies to pipelined deletes (``DELETED``), read in one call;
+        False, with nothing read, for anything else, to be read one at a time.
+        """
+        run = line * count
+        if self._parts or not self._data.startswith(run, self._start):
+            return False
+        self._read_to(self._start + len(run))
+        return True
+
     def block(self, size: int) -> bytes | None:
         """Return the next data block of ``size`` bytes, past its CRLF, or None until it came.
 
@@ -298,7 +310,7 @@ class ReplyReader:
         return data[start:end]
 
     def _read_to(self, end: int) -> None:
-        """Mark ``_data`` read up to ``end``, the end of a data block's CRLF."""
+        """Mark ``_data`` read up to ``end``, the end of a reply."""
         self.unread -= end - self._start
         if end == len(self._data):  # all read: an idle connection keeps no body
             self._data, self._start = b"", 0

@@ -194,6 +194,19 @@ class Wire:
         if line != expected:
             reply_values(line, expected, 0)  # raises: the reply is not that one word
 
+    def all_of(self, expected: bytes, count: int) -> bool:
+        """Read ``count`` one-word replies at once if each is ``expected`` and all are here.
+
+        Receives first when nothing is here yet. False, with no reply read,
+        when they are not all here, or one is another: read them one at a time
+        then (:meth:`reply`), which waits for and checks each.
+        """
+        self._deadline = 0.0
+        replies = self._replies
+        if not replies.unread:
+            self._receive(1)
+        return replies.repeated(expected + b"\r\n", count)
+
     def reply(self, expected: bytes, count: int) -> list[bytes]:
         """Read one reply line; return its ``count`` values when its status is ``expected``.
 
@@ -323,6 +336,10 @@ def found_each(wire: Wire, expected: bytes, count: int, command: str) -> list[bo
     :raises ProtocolError: for any other refusal, with replies still unread:
         the connection is out of step and must go. Else as :meth:`Wire.reply`.
     """
+    if not count:
+        return []
+    if wire.all_of(expected, count):  # the usual case: every one found, all here
+        return [True] * count
     found = []
     for _ in range(count):
         try:
