@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import socket
+import threading
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -129,28 +131,55 @@ def test_the_shortcut_reads_what_the_general_path_reads(
     assert read(shortcut=True) == read(shortcut=False)
 
 
+def test_a_run_of_whole_reserved_replies_is_read_in_one_call() -> None:
+    reader = ReplyReader()
+    tail = b"TIMED_OUT\r\n" + _reserved(9, b"late")
+    reader.feed(_reserved(7, b"a") + _reserved(8, b"bc") + tail)
+    assert reader.jobs(100, 1) == [(7, b"a")]  # no more than asked for
+    assert reader.jobs(100, 5) == [(8, b"bc")]  # up to the first reply that is no job
+    assert reader.jobs(100, 5) == []
+    assert reader.unread == len(tail)
+    assert reader.line() == b"TIMED_OUT"
+    assert reader.jobs(3, 5) == []  # over the limit: for the general path to refuse
+
+
+def test_a_wire_reads_what_pipelined_reserves_got_in_one_call() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        set_timeouts(ours, 1.0)
+        wire = Wire(ours, 1.0, BodyLimit(100))
+        theirs.sendall(_reserved(1, b"a") + _reserved(2, b"b") + b"TIMED_OUT\r\n")
+        assert wire.reserved_run(3, 0.0) == [(1, b"a"), (2, b"b")]
+        with pytest.raises(Refused):
+            wire.reserved_run(1, 0.0)
+        theirs.sendall(b"RESERVED 3 1\r\n")  # a reply in pieces: read the general way
+        theirs.sendall(b"c\r\n")
+        assert wire.reserved_run(2, time.monotonic() + 1) == [(3, b"c")]
+
+
 def test_replies_all_the_same_are_read_in_one_call() -> None:
     reader = ReplyReader()
     reader.feed(b"DELETED\r\n" * 3 + _reserved(5, b"x"))
-    assert reader.repeated(b"DELETED\r\n", 3)
+    assert reader.repeated(b"DELETED\r\n", 3) == 3
     assert reader.job(100) == (5, b"x")
     assert reader.unread == 0
 
 
 @pytest.mark.parametrize(
-    "data",
+    ("data", "run"),
     [
-        b"DELETED\r\nDELETED\r\n",  # the third has not come
-        b"DELETED\r\nNOT_FOUND\r\nDELETED\r\n",  # one is another reply
-        b"DELETED\r\nDELETED\r\nDELE",  # the third is in pieces
+        (b"DELETED\r\nDELETED\r\n", 2),  # the third has not come
+        (b"DELETED\r\nNOT_FOUND\r\nDELETED\r\n", 1),  # the second is another reply
+        (b"DELETED\r\nDELETED\r\nDELE", 2),  # the third is in pieces
+        (b"NOT_FOUND\r\nDELETED\r\nDELETED\r\n", 0),
+        (b"DELETED\r\n" * 4, 3),  # no more than asked for
     ],
 )
-def test_replies_not_all_the_same_and_here_are_left_to_read_one_at_a_time(data: bytes) -> None:
+def test_a_run_of_the_same_reply_is_read_up_to_the_first_other(data: bytes, run: int) -> None:
     reader = ReplyReader()
     reader.feed(data)
-    assert not reader.repeated(b"DELETED\r\n", 3)
-    assert reader.unread == len(data)
-    assert reader.line() == b"DELETED"
+    assert reader.repeated(b"DELETED\r\n", 3) == run
+    assert reader.unread == len(data) - run * len(b"DELETED\r\n")
 
 
 def test_found_each_reads_a_refusal_among_pipelined_deletes() -> None:
@@ -158,8 +187,9 @@ def test_found_each_reads_a_refusal_among_pipelined_deletes() -> None:
     with ours, theirs:
         set_timeouts(ours, 1.0)
         wire = Wire(ours, 1.0, BodyLimit(100))
-        theirs.sendall(b"DELETED\r\nNOT_FOUND\r\nDELETED\r\n")
-        assert found_each(wire, b"DELETED", 3, "delete") == [True, False, True]
+        theirs.sendall(b"DELETED\r\nNOT_FOUND\r\nDELETED\r\nDELETED\r\nDEL")
+        threading.Timer(0.05, theirs.sendall, [b"ETED\r\n"]).start()
+        assert found_each(wire, b"DELETED", 5, "delete") == [True, False, True, True, True]
         theirs.sendall(b"DELETED\r\n" * 2)
         assert found_each(wire, b"DELETED", 2, "delete") == [True, True]
         assert found_each(wire, b"DELETED", 0, "delete") == []  # nothing due: no receive

@@ -144,7 +144,7 @@ class _BeanstalkLease(Lease):
         if not conn.lock.acquire(False):
             return False
         try:
-            return conn.wire.stray(True)
+            return conn.stray_input()
         finally:
             conn.lock.release()
 
@@ -931,11 +931,10 @@ class _BeanstalkConsumer(Consumer):
         give_up = started + seconds + allowance
         jobs: list[tuple[int, bytes]] = []
         deadline_soon = False
-        for number in range(count):
-            if number:
-                give_up = time.monotonic() + allowance
+        unread = count  # replies not yet read
+        while unread:
             try:
-                jobs.append(wire.reserved(give_up))
+                run = wire.reserved_run(unread, give_up)
             except Refused as refused:
                 if not refused.no_job_yet:
                     # The rest of the replies are unread: the connection must go.
@@ -943,6 +942,11 @@ class _BeanstalkConsumer(Consumer):
                         f"reserve refused with {refused.status} while replies were pending"
                     ) from refused
                 deadline_soon = deadline_soon or refused.deadline_soon
+                unread -= 1
+            else:
+                jobs += run
+                unread -= len(run)
+            give_up = time.monotonic() + allowance
         backend = self._backend
         if jobs:
             return backend._lease_batch(conn, self._tubes, jobs)

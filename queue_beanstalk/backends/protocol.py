@@ -108,7 +108,7 @@ MAX_LINE = 1024
 
 # The line of a reserve's usual reply: the job's id and its body's size. One
 # pattern for both readers of it: reserved(), given the line, and
-# ReplyReader.job(), which reads a whole reply at once.
+# ReplyReader.jobs(), which reads whole replies at once.
 _RESERVED = re.compile(rb"RESERVED ([0-9]{1,%d}) ([0-9]{1,%d})" % (MAX_DIGITS, MAX_DIGITS))
 _RESERVED_REPLY = re.compile(_RESERVED.pattern + b"\r\n")
 
@@ -267,29 +267,51 @@ class ReplyReader:
         not all here, in pieces, another status, a body over ``limit``, a block
         without its CRLF), for :meth:`line` and :meth:`block` to read, or refuse.
         """
-        data = self._data
-        found = _RESERVED_REPLY.match(data, self._start)
-        if found is None or self._parts:
-            return None
-        size = int(found[2])
-        start = found.end()
-        end = start + size
-        if size > limit or not data.startswith(b"\r\n", end):  # not whole, or no CRLF
-            return None
-        self._read_to(end + 2)
-        return int(found[1]), data[start:end]
+        jobs = self.jobs(limit, 1)
+        return jobs[0] if jobs else None
 
-    def repeated(self, line: bytes, count: int) -> bool:
-        """Read the next ``count`` replies if each is ``line`` (CRLF included), all come whole.
+    def jobs(self, limit: int, most: int) -> list[tuple[int, bytes]]:
+        """Return the jobs of the next replies, up to ``most``, while each is as :meth:`job` takes.
+
+        The replies to pipelined reserves, read in one call: empty when the
+        next reply is not one :meth:`job` would read.
+        """
+        if self._parts:
+            return []
+        data, start = self._data, self._start
+        match = _RESERVED_REPLY.match
+        jobs: list[tuple[int, bytes]] = []
+        while len(jobs) < most and (found := match(data, start)) is not None:
+            size = int(found[2])
+            begin = found.end()
+            end = begin + size
+            if size > limit or not data.startswith(b"\r\n", end):  # not whole, or no CRLF
+                break
+            jobs.append((int(found[1]), data[begin:end]))
+            start = end + 2
+        if jobs:
+            self._read_to(start)
+        return jobs
+
+    def repeated(self, line: bytes, most: int) -> int:
+        """Read the next replies, up to ``most``, while each is ``line`` (CRLF included).
 
         The usual replies to pipelined deletes (``DELETED``), read in one call;
-        False, with nothing read, for anything else, to be read one at a time.
+        returns how many were read, 0 when the next reply is another, or not
+        all here: to be read one at a time.
         """
-        run = line * count
-        if self._parts or not self._data.startswith(run, self._start):
-            return False
-        self._read_to(self._start + len(run))
-        return True
+        if self._parts:
+            return 0
+        data, start = self._data, self._start
+        if data.startswith(line * most, start):  # all of them
+            end = start + len(line) * most
+        else:
+            end = start
+            while data.startswith(line, end) and end - start < len(line) * most:
+                end += len(line)
+        if end > start:
+            self._read_to(end)
+        return (end - start) // len(line)
 
     def block(self, size: int) -> bytes | None:
         """Return the next data block of ``size`` bytes, past its CRLF, or None until it came.

@@ -164,14 +164,24 @@ class Wire:
         :raises ProtocolError: for anything else, or a body over the limit.
         :raises ConnectionError: at the end of the stream.
         """
+        return self.reserved_run(1, deadline)[0]
+
+    def reserved_run(self, most: int, deadline: float) -> list[tuple[int, bytes]]:
+        """Read replies to pipelined reserves: at least one job, and up to ``most`` if here.
+
+        The first reply is waited for as by :meth:`reserved`; the jobs of the
+        replies after it are taken as long as each is here whole, so a batch
+        costs one call, not one a job. Raises as :meth:`reserved` does when
+        the first reply is not a job.
+        """
         replies = self._replies
-        if not replies.unread:  # pipelined, the reply may be here already
+        if not replies.unread:  # pipelined, the replies may be here already
             self.wait(deadline)
-        job = replies.job(self.limit.size)
-        if job is None:  # read line by line, the usual checks raising what they find
+        jobs = replies.jobs(self.limit.size, most)
+        if not jobs:  # read line by line, the usual checks raising what they find
             job_id, size = protocol_reserved(self._line())
-            job = job_id, self.body(size)
-        return job
+            jobs = [(job_id, self.body(size))]
+        return jobs
 
     def found(self) -> tuple[int, bytes]:
         """Read a peek's reply: the job's id and body (``NOT_FOUND`` is Refused).
@@ -194,18 +204,18 @@ class Wire:
         if line != expected:
             reply_values(line, expected, 0)  # raises: the reply is not that one word
 
-    def all_of(self, expected: bytes, count: int) -> bool:
-        """Read ``count`` one-word replies at once if each is ``expected`` and all are here.
+    def run_of(self, expected: bytes, most: int) -> int:
+        """Read one-word replies at once, up to ``most``, while each is ``expected`` and here.
 
-        Receives first when nothing is here yet. False, with no reply read,
-        when they are not all here, or one is another: read them one at a time
-        then (:meth:`reply`), which waits for and checks each.
+        Receives first when nothing is here yet. Returns how many were read:
+        0 when the next reply is another, or not all here; read it with
+        :meth:`reply` then, which waits for it and checks it.
         """
         self._deadline = 0.0
         replies = self._replies
         if not replies.unread:
             self._receive(1)
-        return replies.repeated(expected + b"\r\n", count)
+        return replies.repeated(expected + b"\r\n", most)
 
     def reply(self, expected: bytes, count: int) -> list[bytes]:
         """Read one reply line; return its ``count`` values when its status is ``expected``.
@@ -336,12 +346,12 @@ def found_each(wire: Wire, expected: bytes, count: int, command: str) -> list[bo
     :raises ProtocolError: for any other refusal, with replies still unread:
         the connection is out of step and must go. Else as :meth:`Wire.reply`.
     """
-    if not count:
-        return []
-    if wire.all_of(expected, count):  # the usual case: every one found, all here
-        return [True] * count
-    found = []
-    for _ in range(count):
+    found: list[bool] = []
+    while len(found) < count:
+        run = wire.run_of(expected, count - len(found))  # the usual case: all found
+        if run:
+            found += [True] * run
+            continue
         try:
             wire.reply(expected, 0)
             found.append(True)
