@@ -141,6 +141,8 @@ class _BeanstalkLease(Lease):
         conn = self.connection
         if conn.broken:
             return True
+        if conn.fresh():
+            return False  # found in step a moment ago: not looked at again so soon
         if not conn.lock.acquire(False):
             return False
         try:
@@ -908,8 +910,7 @@ class _BeanstalkConsumer(Consumer):
         try:
             deleted = wire.found_each(conn.wire, b"DELETED", len(deletes), "delete")
         finally:
-            for lease in deletes:
-                conn.let_go(lease)
+            conn.let_go_each(deletes)
         return [lease for lease, found in zip(deletes, deleted, strict=True) if not found]
 
     def _read_batch(
@@ -985,8 +986,7 @@ class _BeanstalkConsumer(Consumer):
             conn.wire.send(b"".join(releases))
             wire.found_each(conn.wire, b"RELEASED", len(releases), "release")
         finally:
-            for lease in leases:
-                conn.let_go(lease)
+            conn.let_go_each(leases)
 
     def interrupt(self) -> None:
         """End a blocked reserve or connect at once; see :meth:`Consumer.interrupt`."""

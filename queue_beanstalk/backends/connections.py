@@ -26,7 +26,7 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..backend import Lease
 from ..errors import QueueConnectionError, QueueError
@@ -90,6 +90,12 @@ class Connection:
         """Forget a job settled (or lost) through this connection."""
         self._held.pop(id(lease), None)
 
+    def let_go_each(self, leases: Iterable[Lease]) -> None:
+        """Forget jobs settled (or lost) through this connection, as :meth:`let_go` each."""
+        pop = self._held.pop
+        for lease in leases:
+            pop(id(lease), None)
+
     def holds(self, lease: Lease) -> bool:
         """Return whether the job of ``lease`` is reserved through this connection, not settled.
 
@@ -97,6 +103,13 @@ class Connection:
         be a moment old.
         """
         return id(lease) in self._held
+
+    def fresh(self) -> bool:
+        """Return whether the connection was found in step (:meth:`stray_input`) just now.
+
+        Within FRESH seconds. Safe without the lock: one clock read, one attribute.
+        """
+        return time.monotonic() - self.checked_at <= FRESH
 
     def stray_input(self) -> bool:
         """Return whether input waits on the connection though no reply is due; call it held.
