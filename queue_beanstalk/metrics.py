@@ -37,6 +37,7 @@ import logging
 import math
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -138,12 +139,14 @@ class Tally:
 
     def __init__(self, queues: tuple[str, ...]) -> None:
         self._lock = threading.Lock()
-        self._queues = {queue: _Counts() for queue in queues}
+        self._queues: defaultdict[str, _Counts] = defaultdict(_Counts)
+        for queue in queues:
+            self._queues[queue] = _Counts()
 
     def settled(self, queue: str, outcome: Outcome) -> None:
         """Count a message the handler is settling as ``outcome``."""
         with self._lock:
-            self._of(queue).outcomes[_DONE[outcome]] += 1
+            self._queues[queue].outcomes[_DONE[outcome]] += 1
 
     def called(
         self,
@@ -164,7 +167,7 @@ class Tally:
         bucket = bisect.bisect_left(DURATION_BUCKETS, seconds)
         raised = None if error is None else _counted_as(error)
         with self._lock:
-            counts = self._of(queue)
+            counts = self._queues[queue]
             counts.buckets[bucket] += 1
             counts.sum += seconds
             if raised is not None:
@@ -178,13 +181,6 @@ class Tally:
             messages = {queue: dict(counts.outcomes) for queue, counts in self._queues.items()}
             durations = {queue: counts.durations() for queue, counts in self._queues.items()}
         return HandlerStats(messages, durations)
-
-    def _of(self, queue: str) -> _Counts:
-        """Return ``queue``'s counts, made (zeros) if new; call with ``_lock`` held."""
-        counts = self._queues.get(queue)
-        if counts is None:
-            counts = self._queues[queue] = _Counts()
-        return counts
 
 
 def _counted_as(error: BaseException) -> str | None:

@@ -763,17 +763,24 @@ class BeanstalkBackend(Backend):
     ) -> list[Reserved]:
         """Lease jobs reserved on ``conn``, held, every reply to their reserves read."""
         if len(tubes) == 1:
-            tube = tubes[0]
-            return [self._lease(conn, job_id, body, tube) for job_id, body in jobs]
-        # The RESERVED replies do not say which tube each job came from: ask,
-        # in one write.
-        each = wire.stats_of_each(conn.wire, [job_id for job_id, _ in jobs])
-        found = []
-        for (job_id, body), stats in zip(jobs, each, strict=True):
-            if stats is None:  # reserved here, yet not found: the server is not to be trusted
-                raise ProtocolError(f"stats-job of reserved job {job_id} refused with NOT_FOUND")
-            found.append(self._lease(conn, job_id, body, protocol.field(stats, "tube")))
-        return found
+            tubes_of = [tubes[0]] * len(jobs)
+        else:
+            # The RESERVED replies do not say which tube each job came from:
+            # ask, in one write.
+            each = wire.stats_of_each(conn.wire, [job_id for job_id, _ in jobs])
+            tubes_of = []
+            for (job_id, _), stats in zip(jobs, each, strict=True):
+                if stats is None:  # reserved here, yet not found: the server is not to be trusted
+                    raise ProtocolError(
+                        f"stats-job of reserved job {job_id} refused with NOT_FOUND"
+                    )
+                tubes_of.append(protocol.field(stats, "tube"))
+        leased = [
+            Reserved(job_id, body, tube, _BeanstalkLease(job_id, tube, conn, self))
+            for (job_id, body), tube in zip(jobs, tubes_of, strict=True)
+        ]
+        conn.hold_each([reserved.lease for reserved in leased])
+        return leased
 
     def _watch(self, conn: Connection, tubes: tuple[str, ...]) -> None:
         """Make ``conn`` reserve from ``tubes``; callers check ``conn.watched_for`` first.

@@ -86,6 +86,12 @@ class Connection:
         """Record a job reserved through this connection."""
         self._held[id(lease)] = weakref.ref(lease)
 
+    def hold_each(self, leases: Iterable[Lease]) -> None:
+        """Record jobs reserved through this connection, as :meth:`hold` each."""
+        held, ref = self._held, weakref.ref
+        for lease in leases:
+            held[id(lease)] = ref(lease)
+
     def let_go(self, lease: Lease) -> None:
         """Forget a job settled (or lost) through this connection."""
         self._held.pop(id(lease), None)
