@@ -23,7 +23,7 @@ import greenstalk
 
 from queue_beanstalk import JsonCodec, Message, QueueFactory, factory
 
-from . import library, raw, rss
+from . import library, minimal, raw, rss
 from .stats import Results, percentile
 
 __all__ = ["FULL", "QUICK", "Bench", "Sizes"]
@@ -99,7 +99,7 @@ SLEEP = 0.010
 RSS_WARMUP = 1_000
 HANDLER_CONCURRENCY = (1, 4)
 #: The sides of a put or get+delete round, as their rows' keys end.
-SIDES = ("raw", "json", "queue")
+SIDES = ("raw", "json", "minimal", "queue")
 SLEEP_CONCURRENCY = (1, 4, 16)
 
 
@@ -223,7 +223,10 @@ class Bench:
     # Sections
 
     def put_get(self) -> None:
-        """put and get+delete: raw greenstalk, greenstalk with JSON, Queue; and memory://."""
+        """put and get+delete: raw greenstalk, greenstalk with JSON, a minimal client, Queue.
+
+        And Queue on memory://, on its own.
+        """
         count = self.sizes.messages
         section = f"put, then get+delete, one at a time ({count:,} messages a round)"
         rows = self.results
@@ -234,6 +237,13 @@ class Bench:
             "put: greenstalk, json.dumps each message",
             "msg/s",
             short="greenstalk+json",
+        )
+        rows.row(
+            "put.minimal",
+            section,
+            "put: minimal client, JSON encode, one socket",
+            "msg/s",
+            baselines=("put.raw", "put.json"),
         )
         rows.row("put.queue", section, "put: Queue.put", "msg/s", baselines=("put.raw", "put.json"))
         rows.row("put.memory", section, "put: Queue.put, memory://", "msg/s")
@@ -246,6 +256,13 @@ class Bench:
             short="greenstalk+json",
         )
         rows.row(
+            "get.minimal",
+            section,
+            "get+delete: minimal client, json.loads, Message, one socket",
+            "msg/s",
+            baselines=("get.raw", "get.json"),
+        )
+        rows.row(
             "get.queue",
             section,
             "get+delete: Queue.get(0)+delete",
@@ -255,7 +272,7 @@ class Bench:
         rows.row("get.memory", section, "get+delete: Queue.get(0)+delete, memory://", "msg/s")
         bodies, msgs = self._bodies[:count], self._messages[:count]
         calls = [(message.action, list(message.args)) for message in msgs]
-        raw_tube, json_tube, queue_tube = (self.tube(f"put-{side}") for side in SIDES)
+        raw_tube, json_tube, minimal_tube, queue_tube = (self.tube(f"put-{side}") for side in SIDES)
         conn = raw.client(self.address, raw_tube)
         json_conn = raw.json_client(self.address, json_tube)
         with self.factory() as queues, self.factory("memory://") as memory:
@@ -270,6 +287,9 @@ class Bench:
                     count,
                     lambda first, last: raw.put_loop(conn, bodies[first:last])[0],
                     lambda first, last: raw.json_put_loop(json_conn, calls[first:last]),
+                    lambda first, last: minimal.put_loop(
+                        self.address, minimal_tube, calls[first:last]
+                    ),
                     lambda first, last: library.queue_put_loop(queue, msgs[first:last]),
                 )
                 for side, rate in zip(SIDES, rates, strict=True):
@@ -279,6 +299,9 @@ class Bench:
                     count,
                     lambda first, last: raw.reserve_delete_loop(conn, last - first),
                     lambda first, last: raw.json_get_delete_loop(json_conn, last - first),
+                    lambda first, last: minimal.get_delete_loop(
+                        self.address, minimal_tube, last - first
+                    ),
                     lambda first, last: library.queue_get_delete_loop(queue, last - first),
                 )
                 for side, rate in zip(SIDES, rates, strict=True):
@@ -287,14 +310,15 @@ class Bench:
                 rows.add("get.memory", count / library.queue_get_delete_loop(memory_queue, count))
         conn.close()
         json_conn.close()
-        for tube in (raw_tube, json_tube, queue_tube):
+        for tube in (raw_tube, json_tube, minimal_tube, queue_tube):
             self.check_empty(tube)
 
     def handler(self) -> None:
         """Handler with a no-op function against raw reserve/delete loops, at 1 and 4 workers.
 
         At one worker, also a Handler that prefetches ``PREFETCH`` jobs, held to
-        a pipelined socket that reserves as many a round trip (the ceiling).
+        a pipelined socket that reserves as many a round trip (the ceiling), and
+        a minimal client doing each Handler's work (:mod:`bench.minimal`).
         """
         count = self.sizes.handler_messages
         section = f"handler, no-op function, waiting messages ({count:,} a round)"
@@ -317,6 +341,13 @@ class Bench:
                     "msg/s",
                     short="pipelined",
                 )
+                rows.row(
+                    "handler1.minimal",
+                    section,
+                    "c=1: minimal client, delete + reserve-with-timeout 1 a write",
+                    "msg/s",
+                    baselines=(raw_key,),
+                )
             rows.row(
                 handler_key,
                 section,
@@ -325,6 +356,13 @@ class Bench:
                 baselines=(raw_key,),
             )
             if concurrency == 1:
+                rows.row(
+                    "handler1.minimal_prefetch",
+                    section,
+                    f"c=1: minimal client, {PREFETCH} deletes + {PREFETCH} reserves a write",
+                    "msg/s",
+                    baselines=("handler1.raw", "handler1.pipelined"),
+                )
                 rows.row(
                     "handler1.prefetch",
                     section,
@@ -340,7 +378,11 @@ class Bench:
                 ]
                 for concurrency in HANDLER_CONCURRENCY
             }
-            steps[1].insert(1, functools.partial(self._pipelined_drain, count))
+            steps[1][1:1] = [
+                functools.partial(self._pipelined_drain, count),
+                functools.partial(self._minimal_drain, count),
+            ]
+            steps[1].append(functools.partial(self._minimal_drain, count, PREFETCH))
             if library.prefetch_available(queues):
                 steps[1].append(functools.partial(self._handler_drain, queues, count, 1, PREFETCH))
             else:
@@ -368,6 +410,17 @@ class Bench:
             raise RuntimeError(f"the pipelined socket deleted {done} jobs, not {count}")
         self.check_empty(tube)
         self.results.add("handler1.pipelined", count / seconds)
+
+    def _minimal_drain(self, count: int, prefetch: int = 1) -> None:
+        tube = self.tube("drain-minimal")
+        self.prefill(tube, count)
+        if prefetch > 1:
+            seconds = minimal.prefetch_loop(self.address, tube, count, prefetch)
+        else:
+            seconds = minimal.handler_loop(self.address, tube, count)
+        self.check_empty(tube)
+        key = "minimal_prefetch" if prefetch > 1 else "minimal"
+        self.results.add(f"handler1.{key}", count / seconds)
 
     def _handler_drain(
         self, queues: QueueFactory, count: int, concurrency: int, prefetch: int = 1

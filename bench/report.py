@@ -10,7 +10,16 @@ from dataclasses import dataclass
 from .cases import PREFETCH
 from .stats import Results, Row
 
-__all__ = ["TARGETS", "Assessment", "Target", "assess", "markdown", "round_trip", "text"]
+__all__ = [
+    "TARGETS",
+    "Assessment",
+    "Target",
+    "assess",
+    "floor",
+    "markdown",
+    "round_trip",
+    "text",
+]
 
 
 @dataclass(frozen=True)
@@ -23,6 +32,8 @@ class Target:
     :param op: ``">="``, ``"<="`` or ``"<"``.
     :param bound: the ratio (or the value, without a baseline) to meet; None for a
         figure that is reported beside the targets but not aimed for.
+    :param floor: the row of a minimal client doing the same work (see
+        :mod:`bench.minimal`), held to the same baseline; None where there is none.
     """
 
     text: str
@@ -30,6 +41,7 @@ class Target:
     baseline: str | None
     op: str
     bound: float | None
+    floor: str | None = None
 
 
 TARGETS = (
@@ -39,6 +51,7 @@ TARGETS = (
         "handler1.raw",
         ">=",
         3.0,
+        "handler1.minimal_prefetch",
     ),
     Target(
         f"Handler c=1, prefetch={PREFETCH} >= 0.6x pipelined socket, batches of {PREFETCH}",
@@ -46,16 +59,48 @@ TARGETS = (
         "handler1.pipelined",
         ">=",
         0.6,
+        "handler1.minimal_prefetch",
     ),
     Target(
-        "Handler c=1 >= 1.5x raw reserve/delete loop", "handler1.queue", "handler1.raw", ">=", 1.5
+        "Handler c=1 >= 1.5x raw reserve/delete loop",
+        "handler1.queue",
+        "handler1.raw",
+        ">=",
+        1.5,
+        "handler1.minimal",
     ),
-    Target("Queue.put >= 1.05x greenstalk + json.dumps", "put.queue", "put.json", ">=", 1.05),
     Target(
-        "Queue.get+delete >= 1.05x greenstalk + json.loads", "get.queue", "get.json", ">=", 1.05
+        "Queue.put >= 1.05x greenstalk + json.dumps",
+        "put.queue",
+        "put.json",
+        ">=",
+        1.05,
+        "put.minimal",
     ),
-    Target("Queue.get+delete >= 0.9x raw reserve+delete", "get.queue", "get.raw", ">=", 0.9),
-    Target("Queue.put / raw greenstalk put (reported)", "put.queue", "put.raw", ">=", None),
+    Target(
+        "Queue.get+delete >= 1.05x greenstalk + json.loads",
+        "get.queue",
+        "get.json",
+        ">=",
+        1.05,
+        "get.minimal",
+    ),
+    Target(
+        "Queue.get+delete >= 0.9x raw reserve+delete",
+        "get.queue",
+        "get.raw",
+        ">=",
+        0.9,
+        "get.minimal",
+    ),
+    Target(
+        "Queue.put / raw greenstalk put (reported)",
+        "put.queue",
+        "put.raw",
+        ">=",
+        None,
+        "put.minimal",
+    ),
     Target(
         "Queue.put_many >= 0.8x raw pipelined socket",
         "batch.put_many",
@@ -154,6 +199,24 @@ def assess(target: Target, results: Results) -> Assessment | str:
     return Assessment(target, ratios, "x")
 
 
+def floor(target: Target, results: Results) -> str:
+    """Return the median ratio a minimal client reaches against the target's baseline, as text.
+
+    It says whether that ratio meets the threshold: one it misses is above what
+    a minimal Python client reaches in the same rounds.
+    """
+    if target.floor is None or target.baseline is None:
+        return "-"
+    ratio = results.ratio(target.floor, target.baseline)
+    if ratio is None:
+        row = results.rows.get(target.floor)
+        return (row.note if row is not None else "") or "not measured"
+    shown = f"minimal {ratio:.2f}x"
+    if target.bound is None:
+        return shown
+    return f"{shown}, {'meets' if _COMPARE[target.op](ratio, target.bound) else 'misses'}"
+
+
 def round_trip(results: Results) -> str:
     """Return the machine's round-trip rate: the raw greenstalk put loop, as a sentence."""
     for key in ROUND_TRIP_ROWS:
@@ -167,7 +230,9 @@ def round_trip(results: Results) -> str:
     return "not measured (neither put_get nor batch_put ran)"
 
 
-_TARGET_COLUMNS = ("target", "threshold", "median", "worst round", "margin", "met")
+_TARGET_COLUMNS = ("target", "threshold", "floor", "median", "worst round", "margin", "met")
+#: Widths of the plain-text columns between the target and "met", right-aligned.
+_TARGET_WIDTHS = (13, 22, 13, 13, 13)
 
 
 def text(placements: Sequence[tuple[str, Results]], header: Mapping[str, str]) -> str:
@@ -193,16 +258,20 @@ def text(placements: Sequence[tuple[str, Results]], header: Mapping[str, str]) -
         lines += ["", f"== targets, {title.split(':')[0]} (figures, not tests) =="]
         lines.append(f"  round trip: {round_trip(results)}")
         width = max(len(target.text) for target in TARGETS) + 2
-        columns = "".join(f" {column:>13}" for column in _TARGET_COLUMNS[1:5])
-        lines.append(f"  {'':{width}}{columns}  met")
+        columns = _TARGET_COLUMNS[1:-1]
+        head = "".join(
+            f" {column:>{size}}" for column, size in zip(columns, _TARGET_WIDTHS, strict=True)
+        )
+        lines.append(f"  {'':{width}}{head}  met")
         for target in TARGETS:
-            fared = assess(target, results)
-            if isinstance(fared, str):
-                lines.append(f"  {target.text:{width}}{fared}")
+            cells = _target_cells(target, results)
+            if isinstance(cells, str):
+                lines.append(f"  {target.text:{width}}{cells}")
                 continue
-            cells = fared.cells()
-            shown = "".join(f" {cell:>13}" for cell in cells[:4])
-            lines.append(f"  {target.text:{width}}{shown}  {cells[4]}")
+            shown = "".join(
+                f" {cell:>{size}}" for cell, size in zip(cells[:-1], _TARGET_WIDTHS, strict=True)
+            )
+            lines.append(f"  {target.text:{width}}{shown}  {cells[-1]}")
     return "\n".join(lines)
 
 
@@ -236,8 +305,12 @@ def markdown(
         "A target's figure is a ratio measured round by round, its two sides back to "
         "back (the RSS one is a value); *median* and *worst round* are over the rounds, "
         "*margin* is how far each clears the threshold (negative: short of it), and *met* "
-        "judges the median and counts the rounds that met it. The machine's round trip, "
-        "above each table, moves every one-at-a-time figure and the ratios less so.",
+        "judges the median and counts the rounds that met it. *floor* is the median "
+        "ratio a minimal client reaches against the same baseline, in the same rounds and "
+        "taking turns like the other sides: the least Python that does the same work on one "
+        "socket (`bench/minimal.py`); where it *misses*, the threshold is above what a "
+        "Python client reaches on this machine. The machine's round trip, above each "
+        "table, moves every one-at-a-time figure and the ratios less so.",
     ]
     for title, results in placements:
         out += [
@@ -247,11 +320,12 @@ def markdown(
             f"Round trip: {round_trip(results)}.",
             "",
             "| " + " | ".join(_TARGET_COLUMNS) + " |",
-            "|---|---|--:|--:|--:|---|",
+            "|---|---|--:|--:|--:|--:|---|",
         ]
         for target in TARGETS:
-            fared = assess(target, results)
-            cells = [fared, "", "", "", ""] if isinstance(fared, str) else fared.cells()
+            cells = _target_cells(target, results)
+            if isinstance(cells, str):
+                cells = [cells, *[""] * (len(_TARGET_COLUMNS) - 2)]
             out.append(f"| {target.text} | " + " | ".join(cells) + " |")
     for title, results in placements:
         out += ["", f"## Placement {title}"]
@@ -316,6 +390,17 @@ METHOD = [
     "writes to send the library's messages: the client's default UTF-8 text, "
     '`json.dumps({"action": ..., "args": [...]})` per put; per get `reserve(0)`, '
     "`json.loads` of the body, `delete` (the server's default priority and time-to-run).",
+    "- Minimal client (`bench/minimal.py`, the *floor* of the targets): the least Python "
+    "that does the library's work, on one blocking socket with TCP_NODELAY, replies read "
+    "with `recv` into a buffer. Put: the codec's compact JSON from a `json` encoder, then "
+    "`put` with the library's priority and time-to-run, one round trip each. Get+delete: "
+    "`reserve-with-timeout 0`, `json.loads`, a `Message`, `delete`: two round trips. "
+    "Handler, c=1: each write carries the previous job's `delete` and one "
+    "`reserve-with-timeout 1`, each job is decoded and passed to a no-op function: one round "
+    f"trip a job. Prefetch: each write carries the previous batch's deletes, one "
+    f"`reserve-with-timeout 1` and {PREFETCH - 1} `reserve-with-timeout 0`. They take turns "
+    "with the other sides in the same rounds and slices; their connection is opened before "
+    "the clock starts, and the handler loops stop it after the last call, as the Handler's.",
     f"- Prefetch: a Handler with `prefetch={PREFETCH}` (one worker) against a pipelined "
     f"socket that sends {PREFETCH} `reserve-with-timeout 0` in one write, reads the "
     f"replies, then sends the {PREFETCH} deletes in the same write as the next "
@@ -332,6 +417,15 @@ METHOD = [
     "measured between its 1,000th message and the end of the run, one worker. The memory "
     "section runs once, in the first placement.",
 ]
+
+
+def _target_cells(target: Target, results: Results) -> list[str] | str:
+    """Return a target's cells after its text (:data:`_TARGET_COLUMNS`), or why it has none."""
+    fared = assess(target, results)
+    if isinstance(fared, str):
+        return fared
+    threshold, *rest = fared.cells()
+    return [threshold, floor(target, results), *rest]
 
 
 def _note(results: Results, section: str | None) -> list[str]:

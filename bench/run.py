@@ -60,10 +60,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     """Return the parsed command line."""
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark queue_beanstalk against raw greenstalk, greenstalk with JSON "
-        "and a pipelined socket, on a beanstalkd of its own; one beanstalkd against two; "
-        "and, with --peers, RQ, dramatiq and Celery on a Redis of its own. Figures, not "
-        "tests: exits 0 when a target is missed.",
+        description="Benchmark queue_beanstalk against raw greenstalk, greenstalk with JSON, "
+        "a pipelined socket and a minimal client, on a beanstalkd of its own; one beanstalkd "
+        "against two; and, with --peers, RQ, dramatiq and Celery on a Redis of its own. "
+        "Figures, not tests: exits 0 when a target is missed.",
     )
     parser.add_argument(
         "--quick", action="store_true", help="small sizes: a smoke run of a few seconds"
