@@ -182,6 +182,23 @@ def test_a_run_of_the_same_reply_is_read_up_to_the_first_other(data: bytes, run:
     assert reader.unread == len(data) - run * len(b"DELETED\r\n")
 
 
+@given(
+    replies=st.lists(st.sampled_from([b"DELETED\r\n", b"NOT_FOUND\r\n", b"DELE"]), max_size=12),
+    most=st.integers(1, 12),
+)
+def test_a_run_is_the_replies_read_one_at_a_time_up_to_the_first_other(
+    replies: list[bytes], most: int
+) -> None:
+    data = b"".join(replies)
+    expected = 0
+    while expected < most and data.startswith(b"DELETED\r\n", expected * 9):
+        expected += 1
+    reader = ReplyReader()
+    reader.feed(data)
+    assert reader.repeated(b"DELETED\r\n", most) == expected
+    assert reader.unread == len(data) - expected * 9
+
+
 def test_found_each_reads_a_refusal_among_pipelined_deletes() -> None:
     ours, theirs = socket.socketpair()
     with ours, theirs:

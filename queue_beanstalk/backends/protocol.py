@@ -302,16 +302,15 @@ class ReplyReader:
         """
         if self._parts:
             return 0
-        data, start = self._data, self._start
-        if data.startswith(line * most, start):  # all of them
-            end = start + len(line) * most
-        else:
-            end = start
-            while data.startswith(line, end) and end - start < len(line) * most:
-                end += len(line)
-        if end > start:
-            self._read_to(end)
-        return (end - start) // len(line)
+        data, start, size = self._data, self._start, len(line)
+        count = min(most, (len(data) - start) // size)  # as many as have come
+        if not data.startswith(line * count, start):  # another reply among them: up to it
+            count = 0
+            while data.startswith(line, start + count * size):
+                count += 1
+        if count:
+            self._read_to(start + count * size)
+        return count
 
     def block(self, size: int) -> bytes | None:
         """Return the next data block of ``size`` bytes, past its CRLF, or None until it came.
