@@ -763,24 +763,31 @@ class BeanstalkBackend(Backend):
     ) -> list[Reserved]:
         """Lease jobs reserved on ``conn``, held, every reply to their reserves read."""
         if len(tubes) == 1:
-            tubes_of = [tubes[0]] * len(jobs)
+            tube = tubes[0]
+            leased = [
+                Reserved(job_id, body, tube, _BeanstalkLease(job_id, tube, conn, self))
+                for job_id, body in jobs
+            ]
         else:
-            # The RESERVED replies do not say which tube each job came from:
-            # ask, in one write.
-            each = wire.stats_of_each(conn.wire, [job_id for job_id, _ in jobs])
-            tubes_of = []
-            for (job_id, _), stats in zip(jobs, each, strict=True):
-                if stats is None:  # reserved here, yet not found: the server is not to be trusted
-                    raise ProtocolError(
-                        f"stats-job of reserved job {job_id} refused with NOT_FOUND"
-                    )
-                tubes_of.append(protocol.field(stats, "tube"))
-        leased = [
-            Reserved(job_id, body, tube, _BeanstalkLease(job_id, tube, conn, self))
-            for (job_id, body), tube in zip(jobs, tubes_of, strict=True)
-        ]
+            leased = [
+                Reserved(job_id, body, tube, _BeanstalkLease(job_id, tube, conn, self))
+                for (job_id, body), tube in zip(jobs, self._tubes_of(conn, jobs), strict=True)
+            ]
         conn.hold_each([reserved.lease for reserved in leased])
         return leased
+
+    def _tubes_of(self, conn: Connection, jobs: Sequence[tuple[int, bytes]]) -> list[str]:
+        """Return the tube of each job reserved on ``conn``, held, asked in one write.
+
+        The RESERVED replies do not say which tube a job came from.
+        """
+        each = wire.stats_of_each(conn.wire, [job_id for job_id, _ in jobs])
+        tubes = []
+        for (job_id, _), stats in zip(jobs, each, strict=True):
+            if stats is None:  # reserved here, yet not found: the server is not to be trusted
+                raise ProtocolError(f"stats-job of reserved job {job_id} refused with NOT_FOUND")
+            tubes.append(protocol.field(stats, "tube"))
+        return tubes
 
     def _watch(self, conn: Connection, tubes: tuple[str, ...]) -> None:
         """Make ``conn`` reserve from ``tubes``; callers check ``conn.watched_for`` first.
@@ -918,6 +925,8 @@ class _BeanstalkConsumer(Consumer):
             deleted = wire.found_each(conn.wire, b"DELETED", len(deletes), "delete")
         finally:
             conn.let_go_each(deletes)
+        if all(deleted):  # the usual case
+            return []
         return [lease for lease, found in zip(deletes, deleted, strict=True) if not found]
 
     def _read_batch(
@@ -940,7 +949,7 @@ class _BeanstalkConsumer(Consumer):
         jobs: list[tuple[int, bytes]] = []
         deadline_soon = False
         unread = count  # replies not yet read
-        while unread:
+        while True:
             try:
                 run = wire.reserved_run(unread, give_up)
             except Refused as refused:
@@ -954,6 +963,8 @@ class _BeanstalkConsumer(Consumer):
             else:
                 jobs += run
                 unread -= len(run)
+            if not unread:
+                break
             give_up = time.monotonic() + allowance
         backend = self._backend
         if jobs:
