@@ -85,10 +85,7 @@ class Queue:
         if not isinstance(message, Message):
             raise TypeError(f"put() takes a Message, not {type(message).__name__}")
         body = self._codec.encode(message)
-        if type(delay) is int and delay == 0 and priority is None and ttr is None:
-            priority, seconds, ttr_seconds = self._priority, 0, self._ttr  # the usual put
-        else:
-            priority, seconds, ttr_seconds = self._put_options(delay, priority, ttr)
+        priority, seconds, ttr_seconds = self._put_options(delay, priority, ttr)
         message._id, message._server = self._backend.put(
             self._name, body, priority=priority, delay=seconds, ttr=ttr_seconds
         )
