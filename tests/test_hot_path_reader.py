@@ -37,12 +37,18 @@ def _slow(reader: ReplyReader) -> tuple[int, bytes] | None:
     return job_id, block
 
 
+def _job(reader: ReplyReader, limit: int) -> tuple[int, bytes] | None:
+    """Read one reserve's reply through the shortcut, as a single reserve does."""
+    jobs = reader.jobs(limit, 1)
+    return jobs[0] if jobs else None
+
+
 def test_a_whole_reserved_reply_is_read_in_one_call() -> None:
     reader = ReplyReader()
     reader.feed(_reserved(7, b"abc") + _reserved(8, b"") + b"DELETED\r\n")
-    assert reader.job(100) == (7, b"abc")
-    assert reader.job(100) == (8, b"")
-    assert reader.job(100) is None  # not a RESERVED reply: left for line()
+    assert _job(reader, 100) == (7, b"abc")
+    assert _job(reader, 100) == (8, b"")
+    assert _job(reader, 100) is None  # not a RESERVED reply: left for line()
     assert reader.line() == b"DELETED"
     assert reader.unread == 0
 
@@ -50,7 +56,7 @@ def test_a_whole_reserved_reply_is_read_in_one_call() -> None:
 def test_the_last_reply_read_leaves_no_body_behind() -> None:
     reader = ReplyReader()
     reader.feed(_reserved(7, b"x" * 1000))
-    assert reader.job(2000) == (7, b"x" * 1000)
+    assert _job(reader, 2000) == (7, b"x" * 1000)
     assert reader._data == b""  # an idle connection keeps no body
     assert reader.unread == 0
 
@@ -75,7 +81,7 @@ def test_the_last_reply_read_leaves_no_body_behind() -> None:
 def test_anything_else_is_left_unread_for_the_general_path(data: bytes) -> None:
     reader = ReplyReader()
     reader.feed(data)
-    assert reader.job(100) is None
+    assert _job(reader, 100) is None
     assert reader.unread == len(data)
 
 
@@ -84,7 +90,7 @@ def test_a_reply_in_pieces_is_left_to_the_general_path() -> None:
     reply = _reserved(7, b"abc")
     reader.feed(reply[:5])
     reader.feed(reply[5:])
-    assert reader.job(100) is None
+    assert _job(reader, 100) is None
     assert _slow(reader) == (7, b"abc")
 
 
@@ -97,10 +103,15 @@ replies = st.lists(
 )
 
 
-@given(parts=replies, cuts=st.lists(st.integers(0, 400), max_size=8), limit=st.integers(0, 50))
+@given(
+    parts=replies,
+    cuts=st.lists(st.integers(0, 400), max_size=8),
+    limit=st.integers(0, 50),
+    most=st.integers(1, 6),
+)
 @settings(max_examples=300, deadline=None)
 def test_the_shortcut_reads_what_the_general_path_reads(
-    parts: list[bytes], cuts: list[int], limit: int
+    parts: list[bytes], cuts: list[int], limit: int, most: int
 ) -> None:
     data = b"".join(parts)
     bounds = sorted({0, len(data), *(cut for cut in cuts if cut <= len(data))})
@@ -112,8 +123,9 @@ def test_the_shortcut_reads_what_the_general_path_reads(
         got: list[object] = []
         try:
             while reader.unread:
-                job = reader.job(limit) if shortcut else None
-                if job is None:
+                run = reader.jobs(limit, most) if shortcut else []
+                assert len(run) <= most
+                if not run:
                     line = reader.line()
                     if line is None:
                         break
@@ -121,8 +133,7 @@ def test_the_shortcut_reads_what_the_general_path_reads(
                     if size > limit:
                         raise ProtocolError("over the limit")  # as Wire.body refuses it
                     got.append((job_id, reader.block(size)))
-                else:
-                    got.append(job)
+                got += run
         except (Refused, ProtocolError) as exc:
             got.append(type(exc))
         got.append(reader.unread)
@@ -153,15 +164,17 @@ def test_a_wire_reads_what_pipelined_reserves_got_in_one_call() -> None:
         with pytest.raises(Refused):
             wire.reserved_run(1, 0.0)
         theirs.sendall(b"RESERVED 3 1\r\n")  # a reply in pieces: read the general way
-        theirs.sendall(b"c\r\n")
+        rest = threading.Timer(0.05, theirs.sendall, [b"c\r\n"])
+        rest.start()
         assert wire.reserved_run(2, time.monotonic() + 1) == [(3, b"c")]
+        rest.join()
 
 
 def test_replies_all_the_same_are_read_in_one_call() -> None:
     reader = ReplyReader()
     reader.feed(b"DELETED\r\n" * 3 + _reserved(5, b"x"))
     assert reader.repeated(b"DELETED\r\n", 3) == 3
-    assert reader.job(100) == (5, b"x")
+    assert _job(reader, 100) == (5, b"x")
     assert reader.unread == 0
 
 
@@ -205,8 +218,10 @@ def test_found_each_reads_a_refusal_among_pipelined_deletes() -> None:
         set_timeouts(ours, 1.0)
         wire = Wire(ours, 1.0, BodyLimit(100))
         theirs.sendall(b"DELETED\r\nNOT_FOUND\r\nDELETED\r\nDELETED\r\nDEL")
-        threading.Timer(0.05, theirs.sendall, [b"ETED\r\n"]).start()
+        rest = threading.Timer(0.05, theirs.sendall, [b"ETED\r\n"])
+        rest.start()
         assert found_each(wire, b"DELETED", 5, "delete") == [True, False, True, True, True]
+        rest.join()
         theirs.sendall(b"DELETED\r\n" * 2)
         assert found_each(wire, b"DELETED", 2, "delete") == [True, True]
         assert found_each(wire, b"DELETED", 0, "delete") == []  # nothing due: no receive

@@ -205,8 +205,10 @@ class ReplyReader:
 
     :meth:`feed` adds what a transport received; :meth:`line` and
     :meth:`block` return the next line (without its CRLF) or data block, or
-    None while more is needed; :meth:`job` reads a reserve's usual reply, line
-    and block, in one call once it has come whole. Usually a receive brings
+    None while more is needed. Two shortcuts read the usual replies to
+    pipelined commands once they have come whole: :meth:`jobs`, a run of
+    reserves' replies (line and block each), and :meth:`repeated`, a run of
+    one-word replies (``DELETED``). Usually a receive brings
     whole replies, read in place and never copied; bytes that come in pieces
     are joined when a line is looked for (lines are short) and, for a data
     block, once it has come whole. Not thread-safe: one per connection, used
@@ -259,22 +261,14 @@ class ReplyReader:
         self.unread -= end + 2 - start
         return data[start:end]
 
-    def job(self, limit: int) -> tuple[int, bytes] | None:
-        """Return the job id and body of the next reply if it is a RESERVED reply come whole.
-
-        The usual reply to a reserve, read in one call, with a body of at most
-        ``limit`` bytes; None, with nothing read, for anything else (a reply
-        not all here, in pieces, another status, a body over ``limit``, a block
-        without its CRLF), for :meth:`line` and :meth:`block` to read, or refuse.
-        """
-        jobs = self.jobs(limit, 1)
-        return jobs[0] if jobs else None
-
     def jobs(self, limit: int, most: int) -> list[tuple[int, bytes]]:
-        """Return the jobs of the next replies, up to ``most``, while each is as :meth:`job` takes.
+        """Return the id and body of each next reply, up to ``most``, while each is RESERVED, whole.
 
-        The replies to pipelined reserves, read in one call: empty when the
-        next reply is not one :meth:`job` would read.
+        The replies to pipelined reserves, read in one call, each with a body
+        of at most ``limit`` bytes. Empty, with nothing read, when the next
+        reply is anything else (not all here, in pieces, another status, a body
+        over ``limit``, a block without its CRLF), for :meth:`line` and
+        :meth:`block` to read, or refuse.
         """
         if self._parts:
             return []
@@ -298,7 +292,8 @@ class ReplyReader:
 
         The usual replies to pipelined deletes (``DELETED``), read in one call;
         returns how many were read, 0 when the next reply is another, or not
-        all here: to be read one at a time.
+        all here, or bytes came in pieces not yet joined: to be read one at a
+        time then.
         """
         if self._parts:
             return 0
