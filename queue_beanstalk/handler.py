@@ -356,7 +356,8 @@ class Handler:
                     if index and reserved.lease.lost:
                         # The batch's connection ended while the calls before ran:
                         # the server hands the rest out again; running them here
-                        # too would run each twice.
+                        # too would run each twice. (An end within the last
+                        # millisecond may not show yet: a race no check closes.)
                         self._let_go(batch[index:])
                         break
                     try:

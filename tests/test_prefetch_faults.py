@@ -96,7 +96,8 @@ def test_a_batch_is_looked_at_for_a_cut_without_a_system_call_a_message(
     readable = Wire.readable
 
     def counted(self: Wire, seconds: float) -> bool:
-        polls.append(seconds)
+        if seconds == 0:  # a look for stray input, not a wait for a reply
+            polls.append(seconds)
         return readable(self, seconds)
 
     monkeypatch.setattr(Wire, "readable", counted)
@@ -105,6 +106,7 @@ def test_a_batch_is_looked_at_for_a_cut_without_a_system_call_a_message(
         try:
             _, batch = consumer.reserve_batch((), 8, 1)
             assert len(batch) == 8
+            polls.clear()
             assert not any(reserved.lease.lost for reserved in batch)
             assert len(polls) <= 1, "a poll for every message of the batch"
             proxy.cut()

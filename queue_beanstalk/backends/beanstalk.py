@@ -134,9 +134,9 @@ class _BeanstalkLease(Lease):
         Between commands beanstalkd sends nothing, so input waiting on an idle
         connection is its end (or garbage): the server has let the job go.
         Looked at only when the connection is idle (its lock free), without
-        waiting, and without a system call when it was found in step within
-        the last millisecond (:meth:`Connection.stray_input`); a connection in
-        use answers False.
+        waiting, and without a system call when it was looked at within the
+        last FRESH seconds (:meth:`Connection.fresh`): an end in that moment
+        shows at the next look. A connection in use answers False.
         """
         conn = self.connection
         if conn.broken:
@@ -762,6 +762,9 @@ class BeanstalkBackend(Backend):
         self, conn: Connection, tubes: Sequence[str], jobs: Sequence[tuple[int, bytes]]
     ) -> list[Reserved]:
         """Lease jobs reserved on ``conn``, held, every reply to their reserves read."""
+        # The same lease in two comprehensions: one tube, the usual case, takes
+        # no list of tubes and no zip, 4% of a batch of one's instructions
+        # (callgrind, socket faked: 78.2k against 81.8k a message).
         if len(tubes) == 1:
             tube = tubes[0]
             leased = [

@@ -36,10 +36,11 @@ __all__ = ["DEFAULT_TUBE", "Connection", "Pool"]
 
 DEFAULT_TUBE = "default"
 
-# A connection found in step less than this long ago (seconds) is not polled
-# for stray input again: a server cannot have restarted since, so a busy
-# producer, or a worker going through a prefetched batch, pays no system call
-# for the check.
+# A connection looked at (or, in the pool, lent) less than this long ago
+# (seconds) is not polled for stray input again: a busy producer, or a worker
+# going through a prefetched batch, pays no system call for the check, and a
+# connection that ended in that moment shows at the next look, or fails its
+# next command.
 FRESH = 0.001
 # Seconds between looks for a free connection when all max_connections are in use.
 BUSY_WAIT = 0.01
@@ -111,9 +112,9 @@ class Connection:
         return id(lease) in self._held
 
     def fresh(self) -> bool:
-        """Return whether the connection was found in step (:meth:`stray_input`) just now.
+        """Return whether the connection was looked at (:meth:`stray_input`) within FRESH seconds.
 
-        Within FRESH seconds. Safe without the lock: one clock read, one attribute.
+        Safe without the lock: one clock read, one attribute.
         """
         return time.monotonic() - self.checked_at <= FRESH
 
@@ -123,7 +124,9 @@ class Connection:
         Between commands beanstalkd sends nothing, so such input is the end of
         the stream (the server went away), a reset or garbage: using the
         connection would fail or read it as a reply. The socket is polled only
-        when the connection was last found in step over FRESH seconds ago.
+        when the connection was last looked at over FRESH seconds ago; either
+        way the look counts as one, so a connection used without pause (a
+        producer's, from the pool) is polled only after a pause.
         """
         now = time.monotonic()
         if self.wire.stray(now - self.checked_at > FRESH):
