@@ -31,8 +31,9 @@ class Countdown:
     """Counts calls from any thread; notes the time of the last expected one.
 
     The count is ``next()`` on an ``itertools.count``, one call into C that no
-    two threads can interleave: no lock, so the harness adds as little as it
-    can to what a call of the handler's function costs.
+    two threads can interleave under CPython's GIL (a free-threaded build would
+    need the lock back): no lock, so the harness adds as little as it can to
+    what a call of the handler's function costs.
 
     :param count: how many calls are expected.
     """

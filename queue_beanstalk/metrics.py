@@ -139,9 +139,7 @@ class Tally:
 
     def __init__(self, queues: tuple[str, ...]) -> None:
         self._lock = threading.Lock()
-        self._queues: defaultdict[str, _Counts] = defaultdict(_Counts)
-        for queue in queues:
-            self._queues[queue] = _Counts()
+        self._queues = defaultdict(_Counts, {queue: _Counts() for queue in queues})
 
     def settled(self, queue: str, outcome: Outcome) -> None:
         """Count a message the handler is settling as ``outcome``."""
