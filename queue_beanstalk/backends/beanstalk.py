@@ -939,8 +939,10 @@ class _BeanstalkConsumer(Consumer):
 
         The first reserve waits up to ``seconds`` (``timeout`` rounded up), from
         now: the server has just answered the deletes sent before it. The others
-        took what was ready then. Every reply is read before any job is leased,
-        so that a lookup of a job's tube (several tubes) finds the stream in step.
+        took what was ready then. From one tube, each run of replies is leased
+        as it comes, while the server answers the next reserves; from several,
+        every reply is read before any job is leased, so that the lookup of the
+        jobs' tubes finds the stream in step.
 
         :raises Timeout: when no job came within ``timeout``.
         """
@@ -949,7 +951,10 @@ class _BeanstalkConsumer(Consumer):
         started = time.monotonic()
         # When to give up on the first reply; on each of the others, once it is next.
         give_up = started + seconds + allowance
-        jobs: list[tuple[int, bytes]] = []
+        backend = self._backend
+        one_tube = len(self._tubes) == 1
+        leased: list[Reserved] = []
+        jobs: list[tuple[int, bytes]] = []  # from several tubes, leased at the end
         deadline_soon = False
         unread = count  # replies not yet read
         while True:
@@ -964,14 +969,18 @@ class _BeanstalkConsumer(Consumer):
                 deadline_soon = deadline_soon or refused.deadline_soon
                 unread -= 1
             else:
-                jobs += run
                 unread -= len(run)
+                if one_tube:
+                    leased += backend._lease_batch(conn, self._tubes, run)
+                else:
+                    jobs += run
             if not unread:
                 break
             give_up = time.monotonic() + allowance
-        backend = self._backend
         if jobs:
-            return backend._lease_batch(conn, self._tubes, jobs)
+            leased = backend._lease_batch(conn, self._tubes, jobs)
+        if leased:
+            return leased
         if not deadline_soon:
             raise _no_job(self._tubes)
         # Cut short by a job this connection holds, about to run out: wait as a
