@@ -10,14 +10,24 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 from urllib.parse import SplitResult
 
 from .errors import NotFound, PutManyError, QueueError
 
-__all__ = ["Backend", "Consumer", "JobRef", "JobStats", "Lease", "Reserved", "TubeStats"]
+__all__ = [
+    "Backend",
+    "Consumer",
+    "JobRef",
+    "JobStats",
+    "Lease",
+    "Prepare",
+    "Reserved",
+    "TubeStats",
+    "prepared",
+]
 
 logger = logging.getLogger("queue_beanstalk")
 
@@ -98,6 +108,19 @@ class Reserved(NamedTuple):
     body: bytes
     tube: str
     lease: Lease
+    #: What the ``prepare`` given to :meth:`Consumer.reserve_batch` made of the body; else None.
+    prepared: object = None
+
+
+#: Work on a job's body done as the job is reserved (see :meth:`Consumer.reserve_batch`).
+Prepare = Callable[[bytes], object]
+
+
+def prepared(reserved: Reserved, prepare: Prepare | None) -> Reserved:
+    """Return ``reserved`` with ``prepare(body)`` as its ``prepared`` (as it is, without one)."""
+    if prepare is None:
+        return reserved
+    return reserved._replace(prepared=prepare(reserved.body))
 
 
 @dataclass(frozen=True)
@@ -190,7 +213,11 @@ class Consumer(ABC):
         return not lost, reserved[0] if reserved else None
 
     def reserve_batch(
-        self, deletes: Sequence[Lease], count: int, timeout: float
+        self,
+        deletes: Sequence[Lease],
+        count: int,
+        timeout: float,
+        prepare: Prepare | None = None,
     ) -> tuple[list[Lease], list[Reserved]]:
         """Delete ``deletes``, then reserve up to ``count`` jobs: the first waited for.
 
@@ -199,6 +226,13 @@ class Consumer(ABC):
         can send all of it in one write (beanstalkd) save a round trip per job.
         The leases in ``deletes`` must have been reserved through this consumer,
         and claimed. For the thread that owns the consumer, as :meth:`reserve`.
+
+        ``prepare``, when given, is called with each job's body as the job is
+        reserved, in this thread, and what it returns is the job's
+        :attr:`Reserved.prepared`. On beanstalkd it runs while the server still
+        answers the batch's later reserves, so a caller's own work on each job
+        (a handler decodes it) overlaps the round trip. It must not use the
+        backend (the consumer's connection may be held) and must not raise.
 
         :returns: the leases whose delete found no job (their reservation was
             lost, and the server hands them out again), and the jobs reserved,
@@ -213,12 +247,12 @@ class Consumer(ABC):
         first = self.reserve(timeout)
         if first is None:
             return lost, []
-        reserved = [first]
+        reserved = [prepared(first, prepare)]
         while len(reserved) < count:
             more = self.reserve(0)
             if more is None:
                 break
-            reserved.append(more)
+            reserved.append(prepared(more, prepare))
         return lost, reserved
 
     def give_back(self, leases: Sequence[Lease]) -> None:

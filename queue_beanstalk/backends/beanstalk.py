@@ -28,7 +28,17 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
-from ..backend import Backend, Consumer, JobRef, JobStats, Lease, Reserved, TubeStats
+from ..backend import (
+    Backend,
+    Consumer,
+    JobRef,
+    JobStats,
+    Lease,
+    Prepare,
+    Reserved,
+    TubeStats,
+    prepared,
+)
 from ..checks import Seconds, check_count, from_text, positive_seconds, to_seconds
 from ..errors import (
     MessageTooBig,
@@ -759,21 +769,37 @@ class BeanstalkBackend(Backend):
         return Reserved(job_id, body, tube, lease)
 
     def _lease_batch(
-        self, conn: Connection, tubes: Sequence[str], jobs: Sequence[tuple[int, bytes]]
+        self,
+        conn: Connection,
+        tubes: Sequence[str],
+        jobs: Sequence[tuple[int, bytes]],
+        prepare: Prepare | None,
     ) -> list[Reserved]:
-        """Lease jobs reserved on ``conn``, held, every reply to their reserves read."""
+        """Lease jobs reserved on ``conn``, held, their replies read; each prepared, if asked."""
         # The same lease in two comprehensions: one tube, the usual case, takes
         # no list of tubes and no zip, 4% of a batch of one's instructions
         # (callgrind, socket faked: 78.2k against 81.8k a message).
         if len(tubes) == 1:
             tube = tubes[0]
             leased = [
-                Reserved(job_id, body, tube, _BeanstalkLease(job_id, tube, conn, self))
+                Reserved(
+                    job_id,
+                    body,
+                    tube,
+                    _BeanstalkLease(job_id, tube, conn, self),
+                    None if prepare is None else prepare(body),
+                )
                 for job_id, body in jobs
             ]
         else:
             leased = [
-                Reserved(job_id, body, tube, _BeanstalkLease(job_id, tube, conn, self))
+                Reserved(
+                    job_id,
+                    body,
+                    tube,
+                    _BeanstalkLease(job_id, tube, conn, self),
+                    None if prepare is None else prepare(body),
+                )
                 for (job_id, body), tube in zip(jobs, self._tubes_of(conn, jobs), strict=True)
             ]
         conn.hold_each([reserved.lease for reserved in leased])
@@ -879,7 +905,11 @@ class _BeanstalkConsumer(Consumer):
         return reserved if whole else None
 
     def reserve_batch(
-        self, deletes: Sequence[Lease], count: int, timeout: float
+        self,
+        deletes: Sequence[Lease],
+        count: int,
+        timeout: float,
+        prepare: Prepare | None = None,
     ) -> tuple[list[Lease], list[Reserved]]:
         """Delete and reserve in one write; see :meth:`Consumer.reserve_batch`."""
         if count < 1:  # not check_count(): this runs for every batch
@@ -888,10 +918,12 @@ class _BeanstalkConsumer(Consumer):
         if conn is None or conn.broken:
             # The deletes' connection is gone, and their jobs with it: the
             # base class finds each lost, then reserves on a new connection.
-            return super().reserve_batch(deletes, count, timeout) if deletes else ([], [])
+            if not deletes:
+                return [], []
+            return super().reserve_batch(deletes, count, timeout, prepare)
         for lease in deletes:
             if not isinstance(lease, _BeanstalkLease) or lease.connection is not conn:
-                return super().reserve_batch(deletes, count, timeout)
+                return super().reserve_batch(deletes, count, timeout, prepare)
         backend = self._backend
         seconds = math.ceil(timeout)
         with conn.lock:
@@ -902,7 +934,7 @@ class _BeanstalkConsumer(Consumer):
                 return lost, []
             batch: list[Reserved] = []
             try:
-                batch = backend._run(conn, self._read_batch, conn, count, timeout, seconds)
+                batch = backend._run(conn, self._read_batch, conn, count, timeout, seconds, prepare)
             except Timeout:
                 pass
             except QueueConnectionError:
@@ -933,14 +965,14 @@ class _BeanstalkConsumer(Consumer):
         return [lease for lease, found in zip(deletes, deleted, strict=True) if not found]
 
     def _read_batch(
-        self, conn: Connection, count: int, timeout: float, seconds: int
+        self, conn: Connection, count: int, timeout: float, seconds: int, prepare: Prepare | None
     ) -> list[Reserved]:
         """Read the replies to the ``count`` reserves just sent on ``conn``, held.
 
         The first reserve waits up to ``seconds`` (``timeout`` rounded up), from
         now: the server has just answered the deletes sent before it. The others
         took what was ready then. From one tube, each run of replies is leased
-        as it comes, while the server answers the next reserves; from several,
+        (and prepared) as it comes, while the server answers the next reserves; from several,
         every reply is read before any job is leased, so that the lookup of the
         jobs' tubes finds the stream in step.
 
@@ -971,14 +1003,14 @@ class _BeanstalkConsumer(Consumer):
             else:
                 unread -= len(run)
                 if one_tube:
-                    leased += backend._lease_batch(conn, self._tubes, run)
+                    leased += backend._lease_batch(conn, self._tubes, run, prepare)
                 else:
                     jobs += run
             if not unread:
                 break
             give_up = time.monotonic() + allowance
         if jobs:
-            leased = backend._lease_batch(conn, self._tubes, jobs)
+            leased = backend._lease_batch(conn, self._tubes, jobs, prepare)
         if leased:
             return leased
         if not deadline_soon:
@@ -987,7 +1019,7 @@ class _BeanstalkConsumer(Consumer):
         # single reserve would, for one job.
         deadline = started + timeout
         seconds = backend._reserve_again(conn, self._tubes, deadline, deadline_soon=True)
-        return [backend._await_job(conn, self._tubes, deadline, seconds)]
+        return [prepared(backend._await_job(conn, self._tubes, deadline, seconds), prepare)]
 
     def give_back(self, leases: Sequence[Lease]) -> None:
         """Release in two writes, whatever their number; see :meth:`Consumer.give_back`."""

@@ -39,7 +39,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import ClassVar, TypeVar
 from urllib.parse import SplitResult
 
-from ..backend import Backend, Consumer, JobRef, JobStats, Lease, Reserved, TubeStats
+from ..backend import (
+    Backend,
+    Consumer,
+    JobRef,
+    JobStats,
+    Lease,
+    Prepare,
+    Reserved,
+    TubeStats,
+    prepared,
+)
 from ..checks import Seconds, to_seconds
 from ..errors import (
     CommandRefused,
@@ -623,7 +633,11 @@ class _ServersConsumer(Consumer):
         return self._reserve(timeout, None)
 
     def reserve_batch(
-        self, deletes: Sequence[Lease], count: int, timeout: float
+        self,
+        deletes: Sequence[Lease],
+        count: int,
+        timeout: float,
+        prepare: Prepare | None = None,
     ) -> tuple[list[Lease], list[Reserved]]:
         """Delete and reserve in one write on the jobs' server, while it has jobs.
 
@@ -640,7 +654,9 @@ class _ServersConsumer(Consumer):
             lost = self._delete_each(deletes)
         else:
             try:
-                lost, got = self._consumers[server.address].reserve_batch(deletes, count, 0)
+                lost, got = self._consumers[server.address].reserve_batch(
+                    deletes, count, 0, prepare
+                )
             except QueueConnectionError as exc:
                 # Deletes not yet answered went with the connection, and the server
                 # hands their jobs out again; which ones, the failure does not say.
@@ -652,11 +668,14 @@ class _ServersConsumer(Consumer):
                 return lost, got
         self._streak = 0
         first = self._reserve(timeout, server)
-        if first is None or count == 1:
-            return lost, [] if first is None else [first]
+        if first is None:
+            return lost, []
+        first = prepared(first, prepare)
+        if count == 1:
+            return lost, [first]
         holder = self._backend._by_address[first.lease.server]
         try:
-            _, more = self._consumers[holder.address].reserve_batch((), count - 1, 0)
+            _, more = self._consumers[holder.address].reserve_batch((), count - 1, 0, prepare)
         except QueueConnectionError as exc:
             # The first job's reservation went with the connection: it is handed out again.
             self._backend._failed(holder, exc)

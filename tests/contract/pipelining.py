@@ -175,6 +175,26 @@ class PipeliningContract(BackendCase):
         finally:
             consumer.close()
 
+    def test_reserve_batch_prepares_each_job_it_reserves(
+        self, queues: QueueFactory, tube: str
+    ) -> None:
+        # One put_many: on several servers, a batch is taken from one server.
+        queues.get(tube).put_many([Message("prepared", [str(n)]) for n in range(4)])
+        consumer = queues.backend.consumer([tube])
+        try:
+            lost, batch = consumer.reserve_batch((), 3, 1, prepare=len)
+            assert (lost, len(batch)) == ([], 3)
+            assert [reserved.prepared for reserved in batch] == [len(r.body) for r in batch]
+            for reserved in batch:
+                assert reserved.lease.claim()
+            lost, rest = consumer.reserve_batch([r.lease for r in batch], 3, 1)
+            assert (lost, len(rest)) == ([], 1)
+            assert rest[0].prepared is None  # nothing asked: nothing prepared
+            assert rest[0].lease.claim()
+            consumer.reserve_batch([rest[0].lease], 1, 0)
+        finally:
+            consumer.close()
+
     def test_reserve_batch_refuses_a_count_below_one(self, queues: QueueFactory, tube: str) -> None:
         consumer = queues.backend.consumer([tube])
         try:

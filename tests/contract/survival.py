@@ -24,7 +24,7 @@ from queue_beanstalk import (
     QueueFactory,
     Retry,
 )
-from queue_beanstalk.backend import Consumer, Lease, Reserved
+from queue_beanstalk.backend import Consumer, Lease, Prepare, Reserved
 
 from ..support import eventually, gone, put_job
 from .cases import BackendCase
@@ -65,11 +65,15 @@ class FlakyConsumer(Consumer):
         return self._inner.reserve(timeout)
 
     def reserve_batch(
-        self, deletes: Sequence[Lease], count: int, timeout: float
+        self,
+        deletes: Sequence[Lease],
+        count: int,
+        timeout: float,
+        prepare: Prepare | None = None,
     ) -> tuple[list[Lease], list[Reserved]]:
         if self._errors:
             raise self._errors.pop(0)
-        return self._inner.reserve_batch(deletes, count, timeout)
+        return self._inner.reserve_batch(deletes, count, timeout, prepare)
 
     def interrupt(self) -> None:
         self._inner.interrupt()
