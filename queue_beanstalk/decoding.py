@@ -8,13 +8,14 @@ at its own priority), never deleted: nothing is lost to bad input.
 from __future__ import annotations
 
 import logging
+from typing import NoReturn
 
 from .backend import Backend, Lease, Reserved
 from .codec import Codec
 from .errors import DecodeError, QueueError
 from .message import Message, Received
 
-__all__ = ["decode_reserved", "priority_of"]
+__all__ = ["decode_reserved", "priority_of", "received", "undecodable"]
 
 logger = logging.getLogger("queue_beanstalk")
 
@@ -27,24 +28,39 @@ def decode_reserved(backend: Backend, codec: Codec, reserved: Reserved, priority
 
     :param priority: the priority to bury with when the job's own cannot be read.
     """
-    lease = reserved.lease
     try:
         message = codec.decode(reserved.body)
-    except Exception as exc:
-        lease.claim()
-        # A ValueError is the codec's refusal; anything else is a bug in the codec,
-        # named in the error and logged with its traceback.
-        bug = not isinstance(exc, ValueError)
-        reason = f"{type(exc).__name__}: {exc}" if bug else str(exc)
-        error = DecodeError(reason, reserved.job_id, reserved.body, reserved.tube, lease.server)
-        try:
-            backend.bury(lease, priority=priority_of(backend, lease, priority))
-        except Exception:
-            # The job is not lost: the server hands it out again after its time-to-run.
-            logger.exception("could not bury undecodable job %d", reserved.job_id)
-            raise error from exc
-        logger.warning("%s (body %r)", error, reserved.body[:200], exc_info=bug)
+    except Exception as exc:  # noqa: BLE001 - undecodable() buries it and raises DecodeError
+        undecodable(backend, reserved, priority, exc)
+    return received(message, reserved)
+
+
+def undecodable(backend: Backend, reserved: Reserved, priority: int, exc: Exception) -> NoReturn:
+    """Bury a job whose body the codec refused with ``exc``; raise DecodeError, from ``exc``.
+
+    A ValueError is the codec's refusal; anything else is a bug in the codec,
+    named in the error and logged with its traceback.
+
+    :param priority: the priority to bury with when the job's own cannot be read.
+    """
+    lease = reserved.lease
+    lease.claim()
+    bug = not isinstance(exc, ValueError)
+    reason = f"{type(exc).__name__}: {exc}" if bug else str(exc)
+    error = DecodeError(reason, reserved.job_id, reserved.body, reserved.tube, lease.server)
+    try:
+        backend.bury(lease, priority=priority_of(backend, lease, priority))
+    except Exception:
+        # The job is not lost: the server hands it out again after its time-to-run.
+        logger.exception("could not bury undecodable job %d", reserved.job_id)
         raise error from exc
+    logger.warning("%s (body %r)", error, reserved.body[:200], exc_info=bug)
+    raise error from exc
+
+
+def received(message: Message, reserved: Reserved) -> Received:
+    """Return ``message``, decoded from ``reserved``'s body, as got: its id, queue and lease set."""
+    lease = reserved.lease
     message._id = reserved.job_id
     message._server = lease.server
     message._queue = reserved.tube

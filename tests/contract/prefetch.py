@@ -153,6 +153,20 @@ class PrefetchContract(BackendCase):
         assert len(calls) == 3
         assert queues.backend.stats_job(job).reserves == 3
 
+    def test_an_undecodable_body_in_a_batch_is_buried_and_the_rest_handled(
+        self, queues: QueueFactory, tube: str, stopping: list[Handler]
+    ) -> None:
+        good = _put(queues, tube, 2)
+        bad = queues.backend.put(tube, b"not json", priority=1024, delay=0, ttr=60)
+        good += _put(queues, tube, 2)
+        calls: list[str] = []
+        handler = queues.handler(lambda m: calls.append(m.args[0]), tube, prefetch=8)
+        stopping.append(handler)
+        handler.start()
+        self.drain(queues, tube, until=lambda: queues.backend.stats_job(bad).state == "buried")
+        eventually(lambda: len(calls) == 4)
+        assert sorted(calls) == sorted(m.args[0] for m in good)
+
     def test_bury_and_retry_settle_each_prefetched_message_once(
         self, queues: QueueFactory, tube: str, stopping: list[Handler]
     ) -> None:
