@@ -52,6 +52,7 @@ Errors
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import random
 import threading
@@ -61,7 +62,7 @@ from typing import NoReturn
 
 from .backend import Backend, Consumer, Lease, Reserved
 from .codec import Codec
-from .decoding import decode_reserved, priority_of, received, undecodable
+from .decoding import decode, decode_reserved, priority_of
 from .errors import DecodeError, HandlerNotRunning, NotFound, QueueError
 from .logs import FailureLog, describe
 from .message import Message, Received
@@ -122,6 +123,10 @@ class Handler:
         self._names = tuple(names)
         self._backend = backend
         self._codec = codec
+        # Each prefetched body is decoded as its job is reserved, while the server
+        # still answers the batch's later reserves (the batch's prepare): one
+        # call into C to reach decode(), not a method of ours.
+        self._decode = functools.partial(decode, codec)
         self._priority = priority
         self._concurrency = concurrency
         self._policy = RetryPolicy(max_attempts, retry_delay)
@@ -382,22 +387,10 @@ class Handler:
         In burst mode the reserve polls: it does not wait for a message.
         """
         timeout = 0.0 if self._burst else RESERVE_TIMEOUT
-        lost, batch = consumer.reserve_batch(done, self._prefetch, timeout, self._decode_ahead)
+        lost, batch = consumer.reserve_batch(done, self._prefetch, timeout, self._decode)
         for lease in lost:
             _log_lost(lease, Outcome.DELETE)
         return batch
-
-    def _decode_ahead(self, body: bytes) -> Message | Exception:
-        """Decode a job's body as the job is reserved (the batch's ``prepare``), or say why not.
-
-        On beanstalkd this runs while the server still answers the batch's
-        later reserves. What the codec raised is returned, not raised: a
-        ``prepare`` must not raise, and :meth:`_handle` buries the job, saying why.
-        """
-        try:
-            return self._codec.decode(body)
-        except Exception as exc:  # noqa: BLE001 - _handle buries the job and logs this
-            return exc
 
     def _give_back(self, consumer: Consumer, unstarted: Sequence[Reserved]) -> None:
         """Release reserved messages whose callbacks never started, at their priority, now.
@@ -444,14 +437,8 @@ class Handler:
 
     def _handle(self, reserved: Reserved, kept: Kept) -> bool:
         """Call the function; return whether its message is to be deleted (it is claimed)."""
-        decoded = reserved.prepared  # decoded as it was reserved: a Message, or what was raised
         try:
-            if isinstance(decoded, Message):
-                message = received(decoded, reserved)
-            elif isinstance(decoded, Exception):
-                undecodable(self._backend, reserved, self._priority, decoded)
-            else:  # a backend that did not prepare it
-                message = decode_reserved(self._backend, self._codec, reserved, self._priority)
+            message = decode_reserved(self._backend, self._codec, reserved, self._priority)
         except DecodeError:
             self._tally.settled(reserved.tube, Outcome.BURY)
             return False  # buried and logged; nothing is lost
