@@ -124,8 +124,8 @@ class Handler:
         self._backend = backend
         self._codec = codec
         # Each prefetched body is decoded as its job is reserved, while the server
-        # still answers the batch's later reserves (the batch's prepare): one
-        # call into C to reach decode(), not a method of ours.
+        # still answers the batch's later reserves (the batch's prepare);
+        # decode_reserved then takes what decode() made of it.
         self._decode = functools.partial(decode, codec)
         self._priority = priority
         self._concurrency = concurrency

@@ -972,18 +972,18 @@ class _BeanstalkConsumer(Consumer):
         The first reserve waits up to ``seconds`` (``timeout`` rounded up), from
         now: the server has just answered the deletes sent before it. The others
         took what was ready then. From one tube, each run of replies is leased
-        (and prepared) as it comes, while the server answers the next reserves; from several,
-        every reply is read before any job is leased, so that the lookup of the
-        jobs' tubes finds the stream in step.
+        (and prepared) as it comes, while the server answers the next reserves;
+        from several, every reply is read before any job is leased, so that the
+        lookup of the jobs' tubes finds the stream in step.
 
         :raises Timeout: when no job came within ``timeout``.
         """
         wire = conn.wire
-        allowance = self._backend._timeout
+        backend = self._backend
+        allowance = backend._timeout
         started = time.monotonic()
         # When to give up on the first reply; on each of the others, once it is next.
         give_up = started + seconds + allowance
-        backend = self._backend
         one_tube = len(self._tubes) == 1
         leased: list[Reserved] = []
         jobs: list[tuple[int, bytes]] = []  # from several tubes, leased at the end

@@ -69,7 +69,7 @@ class Connection:
         self.wire = Wire(sock, timeout, limit)
         self.lock = threading.Lock()
         set_timeouts(sock, timeout)
-        #: When (``time.monotonic()``) the connection was last found in step.
+        #: When (``time.monotonic()``) the connection was last looked at (:meth:`stray_input`).
         self.checked_at = time.monotonic()
         self.lent = False
         self.pooled = False

@@ -208,11 +208,10 @@ class ReplyReader:
     None while more is needed. Two shortcuts read the usual replies to
     pipelined commands once they have come whole: :meth:`jobs`, a run of
     reserves' replies (line and block each), and :meth:`repeated`, a run of
-    one-word replies (``DELETED``). Usually a receive brings
-    whole replies, read in place and never copied; bytes that come in pieces
-    are joined when a line is looked for (lines are short) and, for a data
-    block, once it has come whole. Not thread-safe: one per connection, used
-    under its lock.
+    one-word replies (``DELETED``). Usually a receive brings whole replies,
+    read in place and never copied; bytes that come in pieces are joined when
+    a line is looked for (lines are short) and, for a data block, once it has
+    come whole. Not thread-safe: one per connection, used under its lock.
     """
 
     __slots__ = ("_data", "_ended", "_parts", "_start", "unread")
