@@ -368,11 +368,11 @@ def test_an_interrupt_while_a_connection_is_checked_leaves_it_unlocked(
         conn = _backend(queues)._pool._affinity.conn
         conn.checked_at -= 1  # no longer fresh: the next checkout polls it
 
-        def interrupted(self: object, poll: bool) -> bool:
+        def interrupted(self: object, seconds: float) -> bool:
             raise KeyboardInterrupt  # Ctrl-C arriving in the poll
 
         with monkeypatch.context() as patch:
-            patch.setattr(Wire, "stray", interrupted)
+            patch.setattr(Wire, "readable", interrupted)
             with pytest.raises(KeyboardInterrupt):
                 queue.put(Message("interrupted"))
         assert not conn.lock.locked(), "the connection stayed locked for good"

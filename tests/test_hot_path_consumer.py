@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import cast
 
 import greenstalk
 import pytest
 
-from queue_beanstalk.backends.beanstalk import BeanstalkBackend, _BeanstalkConsumer
+from queue_beanstalk.backend import Lease
+from queue_beanstalk.backends.beanstalk import BeanstalkBackend, _BeanstalkConsumer, _BeanstalkLease
+from queue_beanstalk.backends.connections import Connection
 
 from .support import eventually
 
@@ -127,3 +130,17 @@ def test_an_interrupt_before_a_batch_starts_sends_no_reserve_and_keeps_the_delet
     consumer.close()
     # The delete went through; the job the dropped reserve may have taken is back.
     _ready(beanstalkd_url, tube, 1)
+
+
+def test_a_beanstalk_lease_sets_every_field_of_a_lease(backend: BeanstalkBackend) -> None:
+    # _BeanstalkLease sets Lease's fields itself, without Lease.__init__ (a
+    # frame on every job reserved): a field Lease gains must be set there too.
+    connection = cast(Connection, object())
+    ours = _BeanstalkLease(7, "a-tube", connection, backend)
+    plain = Lease(7, "a-tube", backend.address)
+    for field in Lease.__slots__:
+        assert getattr(ours, field) == getattr(plain, field), field
+    assert ours.connection is connection
+    assert ours.backend is backend
+    assert ours.claim()
+    assert not ours.claim()

@@ -153,7 +153,7 @@ def test_a_reserve_reply_already_received_behind_another_is_read(
     server.shutdown(socket.SHUT_WR)
     ours.simple(b"delete 1\r\n", b"DELETED")
     assert ours.reserved(_soon()) == (7, b"abc")
-    assert not ours.stray(poll=False)
+    assert not ours.replies.unread
     assert server.recv(100) == b"delete 1\r\n"
 
 

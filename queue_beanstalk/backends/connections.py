@@ -129,7 +129,8 @@ class Connection:
         producer's, from the pool) is polled only after a pause.
         """
         now = time.monotonic()
-        if self.wire.stray(now - self.checked_at > FRESH):
+        wire = self.wire
+        if wire.replies.unread or (now - self.checked_at > FRESH and wire.readable(0)):
             return True
         self.checked_at = now
         return False

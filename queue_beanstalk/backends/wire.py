@@ -97,7 +97,7 @@ class Wire:
         lowering it applies at once); beanstalkd's ceiling when None.
     """
 
-    __slots__ = ("_deadline", "_poller", "_replies", "limit", "send", "sock", "timeout")
+    __slots__ = ("_deadline", "_poller", "limit", "replies", "send", "sock", "timeout")
 
     def __init__(
         self, sock: socket.socket, timeout: float = 10.0, limit: BodyLimit | None = None
@@ -109,22 +109,13 @@ class Wire:
         self.timeout = timeout
         #: The largest data block a reply may announce.
         self.limit = BodyLimit() if limit is None else limit
-        self._replies = ReplyReader()
+        #: What was received and not yet read, and the reading of it.
+        self.replies = ReplyReader()
         # When (time.monotonic()) the reply being read must be whole: set by
         # its first receive, 0.0 until then.
         self._deadline = 0.0
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
-
-    def stray(self, poll: bool) -> bool:
-        """Return whether input is waiting although no reply is expected.
-
-        Unread bytes, or, with ``poll``, anything on the socket (checked without
-        waiting). Between commands beanstalkd sends nothing, so such input is
-        the end of the stream (the server restarted or went away), a reset, or
-        stray bytes: using the connection would fail or desynchronise.
-        """
-        return self._replies.unread > 0 or (poll and self.readable(0))
 
     def readable(self, seconds: float) -> bool:
         """Return whether the socket has input (or hit its end) within ``seconds``."""
@@ -142,7 +133,7 @@ class Wire:
         :raises TimeoutError: when nothing arrived by ``deadline``.
         :raises ConnectionError: at the end of the stream.
         """
-        if self._replies.unread:  # some of the reply is here already
+        if self.replies.unread:  # some of the reply is here already
             return
         self._deadline = 0.0  # what comes is a new reply's first receive
         try:
@@ -174,7 +165,7 @@ class Wire:
         costs one call, not one a job. Raises as :meth:`reserved` does when
         the first reply is not a job.
         """
-        replies = self._replies
+        replies = self.replies
         if not replies.unread:  # pipelined, the replies may be here already
             self.wait(deadline)
         jobs = replies.jobs(self.limit.size, most)
@@ -212,7 +203,7 @@ class Wire:
         :meth:`reply` then, which waits for it and checks it.
         """
         self._deadline = 0.0
-        replies = self._replies
+        replies = self.replies
         if not replies.unread:
             self._receive(1)
         return replies.repeated(expected + b"\r\n", most)
@@ -253,7 +244,7 @@ class Wire:
                 f"the reply announces a {size}-byte data block, over the limit of "
                 f"{max(self.limit.size, floor)} bytes"
             )
-        replies = self._replies
+        replies = self.replies
         block = replies.block(size)
         while block is None:
             self._receive(size + 2 - replies.unread)
@@ -263,7 +254,7 @@ class Wire:
     def _line(self) -> bytes:
         """Read a reply's line: the start of a reply, whose time runs from its first receive."""
         self._deadline = 0.0
-        replies = self._replies
+        replies = self.replies
         if not replies.unread:  # the usual case: receive before looking
             self._receive(1)
         line = replies.line()
@@ -292,7 +283,7 @@ class Wire:
             data = self.sock.recv(min(max(RECEIVE_SIZE, wanted), MAX_RECEIVE))
         if not data:
             raise ConnectionError(_EOF)
-        self._replies.feed(data)
+        self.replies.feed(data)
 
     def _await_more(self) -> None:
         """Wait until more of the reply has come, or raise TimeoutError at its deadline."""
