@@ -256,3 +256,24 @@ def test_a_batch_is_its_deletes_then_its_reserves(
     job_ids: list[int], seconds: int, count: int, expected: bytes
 ) -> None:
     assert protocol.delete_then_reserve_batch(job_ids, seconds, count) == expected
+
+
+def test_a_run_of_inserted_replies_is_read_in_one_call() -> None:
+    reader = ReplyReader()
+    reader.feed(b"INSERTED 1\r\nINSERTED 22\r\nINSERTED 333\r\nBURIED 4\r\nINSERTED 5\r\nINS")
+    assert reader.inserted(2) == [1, 22]
+    assert reader.inserted(5) == [333]  # up to the first other reply
+    assert reader.inserted(5) == []
+    assert reader.line() == b"BURIED 4"
+    assert reader.inserted(5) == [5]  # and not the one still coming
+    assert reader.unread == 3
+    reader.feed(b"ERTED 6\r\n")  # in pieces: read one at a time
+    assert reader.inserted(5) == []
+    assert reader.line() == b"INSERTED 6"
+
+
+def test_puts_are_what_put_makes_joined() -> None:
+    bodies = [b"a", b"", b"with\r\ncrlf", b"x" * 300]
+    assert protocol.puts(bodies, 7, 3, 60) == b"".join(
+        protocol.put(body, 7, 3, 60)[0] for body in bodies
+    )

@@ -98,8 +98,8 @@ _OPTION_KINDS: dict[str, type[int] | type[float] | type[str]] = {
 #: What ``uncertain_puts`` may say to do with a put sent but never answered.
 UNCERTAIN_PUTS = ("resend", "raise")
 
-# put_many sends its puts in batches of at most this many commands or bytes:
-# enough to hide the round trip, small enough to bound the memory they take.
+# put_many sends its puts in batches of at most this many commands, or bytes of
+# bodies: enough to hide the round trip, small enough to bound the memory they take.
 BATCH_COMMANDS = 256
 BATCH_BYTES = 1 << 20
 
@@ -342,7 +342,11 @@ class BeanstalkBackend(Backend):
                         done.errors[index] = MessageTooBig(error.size, limit)
             raise PutManyError(self._refs(done.ids), done.errors)
         address = self.address
-        return [JobRef(job_id, address) for job_id in done.ids if job_id is not None]
+        return [
+            tuple.__new__(JobRef, (job_id, address))  # as in put()
+            for job_id in done.ids
+            if job_id is not None
+        ]
 
     def reserve(self, tubes: Sequence[str], timeout: float) -> Reserved:
         """Reserve a job; see :meth:`Backend.reserve`."""
@@ -689,14 +693,20 @@ class BeanstalkBackend(Backend):
 
     def _put_batch(self, conn: Connection, batch: bytes, sizes: list[int], done: _PutMany) -> None:
         """Send a batch of puts and read their replies; record a refusal, go on."""
-        done.unanswered = len(done.ids) + len(sizes)
-        conn.wire.send(batch)
         ids = done.ids
-        for size in sizes:
+        first = len(ids)
+        done.unanswered = end = first + len(sizes)
+        wire = conn.wire
+        wire.send(batch)
+        while len(ids) < end:
+            run = wire.inserted_run(end - len(ids))  # the usual case: all that came, stored
+            if run:
+                ids += run
+                continue
             try:
-                ids.append(conn.wire.reply_int(protocol.INSERTED))
+                ids.append(wire.reply_int(protocol.INSERTED))
             except Refused as refused:
-                outcome = self._put_refused(refused, size, done.limit)
+                outcome = self._put_refused(refused, sizes[len(ids) - first], done.limit)
                 if isinstance(outcome, QueueConnectionError):
                     # This one was refused, so not stored; the stream cannot
                     # be trusted after it: the rest are unknown.
@@ -1189,15 +1199,12 @@ def _batch(
     bodies: Sequence[bytes], start: int, priority: int, delay: int, ttr: int
 ) -> tuple[int, bytes]:
     """Return the end of the batch starting at ``start`` and its puts, joined."""
-    commands: list[bytes] = []
-    size = 0
-    end = start
-    while end < len(bodies) and len(commands) < BATCH_COMMANDS and size < BATCH_BYTES:
-        command = protocol.put(bodies[end], priority, delay, ttr)[0]
-        commands.append(command)
-        size += len(command)
+    end, size = start, 0
+    last = min(len(bodies), start + BATCH_COMMANDS)
+    while end < last and size < BATCH_BYTES:
+        size += len(bodies[end])
         end += 1
-    return end, b"".join(commands)
+    return end, protocol.puts(bodies[start:end], priority, delay, ttr)
 
 
 def resends_uncertain_puts(uncertain_puts: str) -> bool:

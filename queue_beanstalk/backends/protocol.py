@@ -61,6 +61,7 @@ __all__ = [
     "pause_tube",
     "peek",
     "put",
+    "puts",
     "refusal_error",
     "release",
     "reply_number",
@@ -111,6 +112,8 @@ MAX_LINE = 1024
 # ReplyReader.jobs(), which reads whole replies at once.
 _RESERVED = re.compile(rb"RESERVED ([0-9]{1,%d}) ([0-9]{1,%d})" % (MAX_DIGITS, MAX_DIGITS))
 _RESERVED_REPLY = re.compile(_RESERVED.pattern + b"\r\n")
+# A put's reply, whole, for ReplyReader.inserted(), which reads a run of them at once.
+_INSERTED_REPLY = re.compile(rb"INSERTED ([0-9]{1,%d})\r\n" % MAX_DIGITS)
 
 # Refusals that are the server's own trouble: the command was well formed.
 _SERVER_REFUSALS = {
@@ -205,10 +208,11 @@ class ReplyReader:
 
     :meth:`feed` adds what a transport received; :meth:`line` and
     :meth:`block` return the next line (without its CRLF) or data block, or
-    None while more is needed. Two shortcuts read the usual replies to
+    None while more is needed. Three shortcuts read the usual replies to
     pipelined commands once they have come whole: :meth:`jobs`, a run of
-    reserves' replies (line and block each), and :meth:`repeated`, a run of
-    one-word replies (``DELETED``). Usually a receive brings whole replies,
+    reserves' replies (line and block each), :meth:`inserted`, a run of puts'
+    (``INSERTED <id>``), and :meth:`repeated`, a run of one-word replies
+    (``DELETED``). Usually a receive brings whole replies,
     read in place and never copied; bytes that come in pieces are joined when
     a line is looked for (lines are short) and, for a data block, once it has
     come whole. Not thread-safe: one per connection, used under its lock.
@@ -285,6 +289,25 @@ class ReplyReader:
         if jobs:
             self._read_to(start)
         return jobs
+
+    def inserted(self, most: int) -> list[int]:
+        """Return the job id of each next reply, up to ``most``, while each is a whole ``INSERTED``.
+
+        The replies to pipelined puts, read in one call. Empty, with nothing
+        read, when the next reply is anything else (not all here, in pieces,
+        another status), for :meth:`line` to read, or refuse.
+        """
+        if self._parts:
+            return []
+        data, start = self._data, self._start
+        match = _INSERTED_REPLY.match
+        ids: list[int] = []
+        while len(ids) < most and (found := match(data, start)) is not None:
+            ids.append(int(found[1]))
+            start = found.end()
+        if ids:
+            self._read_to(start)
+        return ids
 
     def repeated(self, line: bytes, most: int) -> int:
         """Read the next replies, up to ``most``, while each is ``line`` (CRLF included).
@@ -406,6 +429,12 @@ def found(line: bytes) -> tuple[int, int]:
 def put(body: bytes, priority: int, delay: int, ttr: int) -> Command:
     """Return a ``put`` carrying ``body``."""
     return b"put %d %d %d %d\r\n%b\r\n" % (priority, delay, ttr, len(body), body), INSERTED
+
+
+def puts(bodies: Sequence[bytes], priority: int, delay: int, ttr: int) -> bytes:
+    """Return a ``put`` of each body, as :func:`put` makes it, joined for one write."""
+    head = b"put %d %d %d " % (priority, delay, ttr)
+    return b"".join([b"%b%d\r\n%b\r\n" % (head, len(body), body) for body in bodies])
 
 
 def reserve(seconds: int) -> Command:

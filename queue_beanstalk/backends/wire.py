@@ -208,6 +208,19 @@ class Wire:
             self._receive(1)
         return replies.repeated(expected + b"\r\n", most)
 
+    def inserted_run(self, most: int) -> list[int]:
+        """Read pipelined puts' ``INSERTED <id>`` replies at once, up to ``most``, while here.
+
+        Receives first when nothing is here yet. Returns their job ids: none
+        when the next reply is another, or not all here; read it with
+        :meth:`reply_int` then, which waits for it and checks it.
+        """
+        self._deadline = 0.0
+        replies = self.replies
+        if not replies.unread:
+            self._receive(1)
+        return replies.inserted(most)
+
     def reply(self, expected: bytes, count: int) -> list[bytes]:
         """Read one reply line; return its ``count`` values when its status is ``expected``.
 
