@@ -85,7 +85,7 @@ class Queue:
         if not isinstance(message, Message):
             raise TypeError(f"put() takes a Message, not {type(message).__name__}")
         body = self._codec.encode(message)
-        if delay.__class__ is int and not delay and priority is None and ttr is None:
+        if type(delay) is int and not delay and priority is None and ttr is None:
             # The usual put, with the factory's defaults: nothing to convert or check.
             priority, seconds, ttr_seconds = self._priority, 0, self._ttr
         else:
