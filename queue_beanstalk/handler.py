@@ -67,7 +67,7 @@ from .errors import DecodeError, HandlerNotRunning, NotFound, QueueError
 from .logs import FailureLog, describe
 from .message import Message, Received
 from .metrics import HandlerStats, Tally
-from .reservation_keeper import Kept, ReservationKeeper
+from .reservation_keeper import Holding, ReservationKeeper
 from .retries import Bury, Outcome, Retry, RetryDelay, RetryPolicy
 
 __all__ = ["Handler"]
@@ -326,6 +326,7 @@ class Handler:
         # one write: one round trip per batch of messages instead of two per
         # message. The keeper keeps them reserved until then.
         done: list[Lease] = []
+        holding = keeper.slots[slot]
         try:
             failures = 0
             while not stopping.is_set():
@@ -342,7 +343,7 @@ class Handler:
                     continue
                 finally:
                     done = []
-                    keeper.slots[slot] = ()
+                    holding.batch = ()  # the deletes went out: nothing is held
                 if failures:
                     failures = 0
                     self._health.recovered()
@@ -350,7 +351,7 @@ class Handler:
                     if self._burst and not stopping.is_set():
                         self._found_nothing(slot, stopping)
                     continue
-                held = keeper.hold(slot, batch)
+                holding.hold(batch, done)
                 for index, reserved in enumerate(batch):
                     if stopping.is_set():
                         # Reserved, not started, as stop() came: hand them back at
@@ -366,7 +367,7 @@ class Handler:
                         self._let_go(batch[index:])
                         break
                     try:
-                        if self._handle(reserved, held[index]):
+                        if self._handle(reserved, holding):
                             done.append(reserved.lease)
                     except Exception:
                         logger.exception(
@@ -378,7 +379,7 @@ class Handler:
         except BaseException as exc:  # noqa: BLE001 - recorded and logged: the handler fails
             self._crashed(exc)
         finally:
-            keeper.slots[slot] = ()
+            holding.batch = ()
             consumer.close()
 
     def _next(self, consumer: Consumer, done: list[Lease]) -> list[Reserved]:
@@ -435,7 +436,7 @@ class Handler:
         else:
             stopping.wait(BURST_POLL)
 
-    def _handle(self, reserved: Reserved, kept: Kept) -> bool:
+    def _handle(self, reserved: Reserved, holding: Holding) -> bool:
         """Call the function; return whether its message is to be deleted (it is claimed)."""
         try:
             message = decode_reserved(self._backend, self._codec, reserved, self._priority)
@@ -443,15 +444,15 @@ class Handler:
             self._tally.settled(reserved.tube, Outcome.BURY)
             return False  # buried and logged; nothing is lost
         lease = reserved.lease
-        started = kept.start()
+        started = holding.start(lease)
         failure: BaseException | None = None
         try:
             self._func(message)
         except BaseException as error:  # noqa: BLE001 - logged; the message retried or buried
             failure = error
         finally:
-            kept.running = False
-        if kept.given_back:  # past the time limit: the message went back meanwhile
+            holding.running = None
+        if holding.given_back is lease:  # past the time limit: the message went back meanwhile
             self._tally.called(lease.tube, started, failure)
             logger.warning(
                 "the call of %s returned %.1fs after it started, past its time limit; its "
@@ -461,10 +462,11 @@ class Handler:
             )
             return False
         if failure is None:
-            # Claimed now, and deleted with the next reserve; the keeper keeps it
-            # reserved until then. Not when the function settled its message
-            # itself: nor counted, then.
-            claimed = kept.deferred = lease.claim()
+            # Claimed now, and deleted with the next reserve; the worker puts it
+            # in its holding's deferred, so the keeper keeps it reserved until
+            # then. Not when the function settled its message itself: nor
+            # counted, then.
+            claimed = lease.claim()
             self._tally.called(lease.tube, started, deleted=claimed)
             return claimed
         self._tally.called(lease.tube, started, failure)
