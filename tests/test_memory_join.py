@@ -36,9 +36,11 @@ def test_join_waits_for_ready_and_reserved_jobs_but_not_buried_ones(
     with pytest.raises(Timeout):
         backend.join("jobs", 0.2)  # one job still reserved
     timer = threading.Timer(0.2, backend.delete, args=(held.lease,))
+    # Read before the timer starts: it fires 0.2 s after its start, which a
+    # clock read after it would make (by that read's delay) less than 0.2 s ago.
+    started = time.monotonic()
     timer.start()
     try:
-        started = time.monotonic()
         backend.join("jobs", 5)
     finally:
         timer.join()
