@@ -42,11 +42,8 @@ def decode_reserved(backend: Backend, codec: Codec, reserved: Reserved, priority
     :param priority: the priority to bury with when the job's own cannot be read.
     """
     decoded = reserved.prepared
-    if decoded is None:  # not decoded as it was reserved: decode() in line, on get()'s path
-        try:
-            decoded = codec.decode(reserved.body)
-        except Exception as exc:  # noqa: BLE001 - the job is buried below, with it
-            decoded = exc
+    if decoded is None:  # not decoded as it was reserved (a get, or a batch without prepare)
+        decoded = decode(codec, reserved.body)
     lease = reserved.lease
     if isinstance(decoded, Exception):
         lease.claim()

@@ -202,11 +202,8 @@ class Wire:
         0 when the next reply is another, or not all here; read it with
         :meth:`reply` then, which waits for it and checks it.
         """
-        self._deadline = 0.0
-        replies = self.replies
-        if not replies.unread:
-            self._receive(1)
-        return replies.repeated(expected + b"\r\n", most)
+        self._start_reply()
+        return self.replies.repeated(expected + b"\r\n", most)
 
     def inserted_run(self, most: int) -> list[int]:
         """Read pipelined puts' ``INSERTED <id>`` replies at once, up to ``most``, while here.
@@ -215,11 +212,8 @@ class Wire:
         when the next reply is another, or not all here; read it with
         :meth:`reply_int` then, which waits for it and checks it.
         """
-        self._deadline = 0.0
-        replies = self.replies
-        if not replies.unread:
-            self._receive(1)
-        return replies.inserted(most)
+        self._start_reply()
+        return self.replies.inserted(most)
 
     def reply(self, expected: bytes, count: int) -> list[bytes]:
         """Read one reply line; return its ``count`` values when its status is ``expected``.
@@ -263,6 +257,15 @@ class Wire:
             self._receive(size + 2 - replies.unread)
             block = replies.block(size)
         return block
+
+    def _start_reply(self) -> None:
+        """Start reading a reply, whose time runs from its first receive: receive if none is here.
+
+        The start of :meth:`_line` too, written there in line: it runs for every reply.
+        """
+        self._deadline = 0.0
+        if not self.replies.unread:
+            self._receive(1)
 
     def _line(self) -> bytes:
         """Read a reply's line: the start of a reply, whose time runs from its first receive."""
